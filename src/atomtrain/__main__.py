@@ -1,0 +1,4 @@
+from atomtrain.cli import main
+
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Architectures: the registry, their hypers, and the in-tree model families."""

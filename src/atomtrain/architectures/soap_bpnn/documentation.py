@@ -1,0 +1,68 @@
+"""
+SOAP-BPNN
+=========
+
+A Behler-Parrinello neural network on SOAP power-spectrum descriptors: the
+neighbour density of each atom is expanded on radial functions and real
+spherical harmonics (plain torch, no compiled extension), contracted into
+rotation-invariant features, and fed to one small neural network per element.
+The energy is the sum of atomic energies; forces and stresses come from automatic differentiation.
+Neighbour elements are mixed into a fixed number of learnable *pseudo species*,
+so the descriptor size does not grow with the number of elements.
+
+A fast, robust baseline for energies, forces, stresses and any per-structure or
+per-atom scalar target.
+"""
+
+from typing_extensions import TypedDict
+
+from atomtrain.training.hypers import TrainingHypers
+
+
+class SoapHypers(TypedDict):
+    """Shape of the SOAP descriptor."""
+
+    cutoff: float = 5.0
+    """Cutoff radius of the neighbour density, in Å."""
+    cutoff_width: float = 0.5
+    """Width of the smooth region before the cutoff, in Å."""
+    max_radial: int = 6
+    """Number of radial basis functions."""
+    max_angular: int = 4
+    """Largest angular momentum of the spherical harmonics."""
+    pseudo_species: int = 4
+    """Number of learnable channels neighbour elements are mixed into."""
+
+
+class BpnnHypers(TypedDict):
+    """Shape of the per-element neural networks."""
+
+    num_hidden_layers: int = 2
+    """Number of hidden layers of each element's network."""
+    num_neurons_per_layer: int = 128
+    """Width of the hidden layers."""
+    layernorm: bool = True
+    """Normalise the descriptor of each atom before the network."""
+
+
+class ModelHypers(TypedDict):
+    """Hypers of the SOAP-BPNN model."""
+
+    soap: SoapHypers = {
+        "cutoff": 5.0,
+        "cutoff_width": 0.5,
+        "max_radial": 6,
+        "max_angular": 4,
+        "pseudo_species": 4,
+    }
+    """The descriptor."""
+    bpnn: BpnnHypers = {
+        "num_hidden_layers": 2,
+        "num_neurons_per_layer": 128,
+        "layernorm": True,
+    }
+    """The per-element networks."""
+
+
+class TrainerHypers(TrainingHypers):
+    """Hypers of the shared training loop, with SOAP-BPNN's defaults."""

@@ -1,0 +1,183 @@
+"""SOAP power spectrum -> per-element networks -> per-target heads."""
+
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorMap
+from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, System
+
+from atomtrain.abc import ModelInterface
+from atomtrain.architectures.soap_bpnn.documentation import ModelHypers
+from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
+from atomtrain.errors import UserError
+from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.outputs import output_map
+from atomtrain.nn.soap import SoapPowerSpectrum
+
+
+class ElementNetworks(torch.nn.Module):
+    """One multilayer perceptron per element, applied to that element's atoms."""
+
+    def __init__(self, n_types: int, n_in: int, width: int, n_layers: int):
+        super().__init__()
+        self.width = width
+        self.networks = torch.nn.ModuleList(
+            [self.make(n_in, width, n_layers) for _ in range(n_types)]
+        )
+
+    @staticmethod
+    def make(n_in: int, width: int, n_layers: int) -> torch.nn.Module:
+        layers: List[torch.nn.Module] = []
+        for i in range(n_layers):
+            layers += [
+                torch.nn.Linear(n_in if i == 0 else width, width),
+                torch.nn.SiLU(),
+            ]
+        return torch.nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor, type_index: torch.Tensor):
+        hidden = torch.zeros(
+            (features.shape[0], self.width),
+            dtype=features.dtype,
+            device=features.device,
+        )
+        for i, network in enumerate(self.networks):
+            atoms = torch.nonzero(type_index == i).reshape(-1)
+            hidden = hidden.index_copy(0, atoms, network(features[atoms]))
+        return hidden
+
+
+class TargetHead(torch.nn.Module):
+    """Per-element linear read-out of one target, scaled and shifted by its
+    composition baseline."""
+
+    def __init__(self, target: TargetInfo, n_types: int, width: int):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.property_name = "energy" if target.is_energy else display_name(target.name)
+        self.linears = torch.nn.ModuleList(
+            [torch.nn.Linear(width, target.num_subtargets) for _ in range(n_types)]
+        )
+        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+
+    def forward(self, hidden: torch.Tensor, type_index: torch.Tensor):
+        out = torch.zeros(
+            (hidden.shape[0], self.baseline.scale.shape[0]),
+            dtype=hidden.dtype,
+            device=hidden.device,
+        )
+        for i, linear in enumerate(self.linears):
+            atoms = torch.nonzero(type_index == i).reshape(-1)
+            out = out.index_copy(0, atoms, linear(hidden[atoms]))
+        return self.baseline(out, type_index)
+
+
+class SoapBpnn(ModelInterface[ModelHypers]):
+    __checkpoint_version__ = 1
+    __supported_devices__ = ["cuda", "cpu"]
+    __supported_dtypes__ = [torch.float64, torch.float32]
+    __default_metadata__ = ModelMetadata(
+        references={
+            "architecture": [
+                "https://doi.org/10.1103/PhysRevLett.98.146401",
+                "https://doi.org/10.1103/PhysRevB.87.184115",
+            ],
+            "implementation": ["https://doi.org/10.1063/5.0208746"],
+        }
+    )
+
+    def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo):
+        super().__init__(hypers, dataset_info)
+        for target in dataset_info.targets.values():
+            if target.num_subtargets < 1:
+                raise UserError(f"target '{target.name}' has no components.")
+        soap, bpnn = hypers["soap"], hypers["bpnn"]
+        n_types = len(dataset_info.atomic_types)
+        self.type_index = TypeIndex(dataset_info.atomic_types)
+        self.soap = SoapPowerSpectrum(
+            n_types,
+            soap["cutoff"],
+            soap["cutoff_width"],
+            soap["max_radial"],
+            soap["max_angular"],
+            soap["pseudo_species"],
+        )
+        n_features = self.soap.n_features
+        self.norm = (
+            torch.nn.LayerNorm(n_features) if bpnn["layernorm"] else torch.nn.Identity()
+        )
+        width = bpnn["num_neurons_per_layer"]
+        self.networks = ElementNetworks(
+            n_types, n_features, width, bpnn["num_hidden_layers"]
+        )
+        self.heads = torch.nn.ModuleDict(
+            {
+                name: TargetHead(target, n_types, width)
+                for name, target in dataset_info.targets.items()
+            }
+        )
+        self.neighbor_options = NeighborListOptions(
+            cutoff=soap["cutoff"], full_list=True, strict=False
+        )
+        self.outputs = {
+            name: ModelOutput(
+                unit=target.unit,
+                sample_kind="atom",
+                description=f"{display_name(name)} predicted by SOAP-BPNN",
+            )
+            for name, target in dataset_info.targets.items()
+        }
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self.neighbor_options]
+
+    def supported_outputs(self) -> Dict[str, ModelOutput]:
+        return self.outputs
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        flat = flatten_systems(systems, self.neighbor_options)
+        type_index = self.type_index(flat.types)
+        features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
+        hidden = self.networks(self.norm(features), type_index)
+        mask = selected_mask(flat, selected_atoms)
+        results: Dict[str, TensorMap] = {}
+        for name, head in self.heads.items():
+            if name in outputs:
+                atomic = head(hidden, type_index)
+                results[name] = output_map(
+                    atomic, flat, head.property_name, outputs[name].per_atom, mask
+                )
+        return results
+
+    def restart(self, dataset_info: DatasetInfo) -> "SoapBpnn":
+        """Continue on data with new elements or new targets: known weights are
+        kept, new elements and heads start from fresh weights."""
+        merged = self.dataset_info.union(dataset_info)
+        if merged.to_dict() == self.dataset_info.to_dict():
+            return self
+        new = SoapBpnn(self.hypers, merged)
+        position = [
+            merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
+        ]
+        with torch.no_grad():
+            new.soap.species_mixing[position] = self.soap.species_mixing
+            new.norm.load_state_dict(self.norm.state_dict())
+            for old, index in enumerate(position):
+                new.networks.networks[index].load_state_dict(
+                    self.networks.networks[old].state_dict()
+                )
+            for name, head in self.heads.items():
+                target = new.heads[name]
+                for old, index in enumerate(position):
+                    target.linears[index].load_state_dict(
+                        head.linears[old].state_dict()
+                    )
+                    target.baseline.composition[index] = head.baseline.composition[old]
+                target.baseline.scale.copy_(head.baseline.scale)
+        return new.to(next(self.parameters()))

@@ -1,0 +1,184 @@
+"""``atomtrain train``: train a model from an options file, or restart one."""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import logging
+import os
+import random
+import shutil
+
+import numpy as np
+import torch
+import yaml
+
+from atomtrain.architectures.registry import import_architecture
+from atomtrain.cli.export import load_model
+from atomtrain.data.dataset import load_datasets
+from atomtrain.errors import UserError
+from atomtrain.export import save_exported
+from atomtrain.options.load import load_options
+
+
+logger = logging.getLogger("atomtrain")
+DTYPES = {32: torch.float32, 64: torch.float64}
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train a model",
+        description="Train a model described by an "
+        "options file; writes outputs/DATE/TIME/ and model.ckpt, model.pt here.",
+    )
+    parser.add_argument("options", help="options file (YAML)")
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an option, e.g. architecture.training.num_epochs=5 (repeatable)",
+    )
+    parser.add_argument(
+        "--restart",
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint, or 'auto' for the newest "
+        "checkpoint under outputs/ (starts afresh when there is none)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        help="run folder (default: outputs/YYYY-MM-DD/HH-MM-SS)",
+    )
+    parser.set_defaults(run=run)
+
+
+def pick_device(requested: str, supported: list[str]) -> torch.device:
+    if requested == "auto":
+        if "cuda" in supported and torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UserError(
+            f"option 'device' is '{requested}', which is not a device name. Use "
+            "auto, cpu or cuda (or cuda:N)."
+        ) from None
+    if device.type not in supported:
+        raise UserError(
+            f"device '{requested}' is not supported by this architecture (it "
+            f"supports {', '.join(supported)})."
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device '{requested}' was asked for, but CUDA is not available."
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def find_auto_checkpoint() -> str | None:
+    candidates = glob.glob(os.path.join("outputs", "*", "*", "*.ckpt"))
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def _log_to_file(path: str) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("atomtrain").addHandler(handler)
+    return handler
+
+
+def run(args) -> int:
+    options = load_options(args.options, args.override)
+    restart = args.restart
+    if restart == "auto":
+        restart = find_auto_checkpoint()
+        if restart is None:
+            logger.info("--restart auto: no checkpoint under outputs/, starting afresh")
+    output_dir = args.output_dir or os.path.join(
+        "outputs", datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+    )
+    os.makedirs(output_dir, exist_ok=True)
+    handler = _log_to_file(os.path.join(output_dir, "train.log"))
+    try:
+        return _train(options, restart, output_dir)
+    finally:
+        logging.getLogger("atomtrain").removeHandler(handler)
+        handler.close()
+
+
+def _train(options: dict, restart: str | None, output_dir: str) -> int:
+    with open(os.path.join(output_dir, "options_restart.yaml"), "w") as file:
+        yaml.safe_dump(options, file, sort_keys=False)
+    seed_everything(options["seed"])
+    name = options["architecture"]["name"]
+    architecture = import_architecture(name)
+    model_class, trainer_class = architecture.__model__, architecture.__trainer__
+    dtype = DTYPES[options["base_precision"]]
+    if dtype not in model_class.__supported_dtypes__:
+        raise UserError(
+            f"base_precision {options['base_precision']} is not supported by '{name}'."
+        )
+    device = pick_device(options["device"], model_class.__supported_devices__)
+    logger.info(
+        f"atomtrain: training '{name}' on {device} ({dtype}), outputs in {output_dir}"
+    )
+
+    train, val, test, dataset_info = load_datasets(options)
+    logger.info(
+        f"{sum(map(len, train))} training, {sum(map(len, val))} validation, "
+        f"{sum(map(len, test))} test structures; atomic types "
+        f"{dataset_info.atomic_types}; targets {', '.join(dataset_info.targets)}"
+    )
+    training_hypers = dict(options["architecture"]["training"])
+    training_hypers["loss"] = options["loss"]
+    if restart:
+        _, model, checkpoint = load_model(restart, "restart", expected=name)
+        model = model.restart(dataset_info)
+        trainer = trainer_class.load_checkpoint(checkpoint, training_hypers, "restart")
+        logger.info(f"restarting from {restart} after epoch {trainer.epoch}")
+    else:
+        model = model_class(options["architecture"]["model"], dataset_info)
+        trainer = trainer_class(training_hypers)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    logger.info(f"model has {n_parameters:,} parameters")
+
+    trainer.train(model, dtype, [device], train, val, output_dir)
+
+    checkpoint_path = os.path.join(output_dir, "model.ckpt")
+    trainer.save_checkpoint(model, checkpoint_path)
+    _, export_model, _ = load_model(checkpoint_path, "export")
+    exported_path = os.path.join(output_dir, "model.pt")
+    save_exported(export_model.export(), exported_path)
+    for path in (checkpoint_path, exported_path):
+        shutil.copy(path, os.path.basename(path))
+    extensions = os.path.join(output_dir, "extensions")
+    if os.path.isdir(extensions) and os.listdir(extensions):
+        shutil.copytree(extensions, "extensions", dirs_exist_ok=True)
+    if any(len(d) for d in test):
+        from atomtrain.cli.eval import evaluate_structures
+
+        test_structures = [s for d in test for s in d]
+        evaluate_structures(
+            export_model.to(device),
+            test_structures,
+            dataset_info,
+            dtype,
+            device,
+            "test",
+            batch_size=8,
+        )
+    logger.info(
+        f"training finished: model.ckpt and model.pt written to "
+        f"{output_dir} and copied here"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Reading, describing and batching atomistic data."""

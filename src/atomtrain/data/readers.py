@@ -1,0 +1,227 @@
+"""Read structures and their targets from any file ASE reads.
+
+ASE >= 3.23 moves keys named ``energy``/``forces``/``stress`` into a
+``SinglePointCalculator``, so every value is looked up in ``atoms.info``,
+``atoms.arrays`` and the calculator results, in that order.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from atomtrain.data.info import TargetInfo
+from atomtrain.data.structure import Structure
+from atomtrain.data.units import ENERGY_UNIT, LENGTH_UNIT, conversion_factor
+from atomtrain.errors import UserError
+
+
+def read_atoms(path: str):
+    """All frames of ``path`` as ASE Atoms, or a clear error."""
+    import ase.io
+
+    if not os.path.exists(path):
+        raise UserError(
+            f"data file '{path}' does not exist (looked in {os.path.abspath(path)}). "
+            "Check 'read_from' in your options; relative paths are resolved from "
+            "the directory you run atomtrain in."
+        )
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as error:  # ASE raises many kinds of errors for bad files
+        raise UserError(
+            f"could not read '{path}' with ASE: {type(error).__name__}: {error}. "
+            "Give a file in a format ASE reads (extended XYZ is recommended)."
+        ) from None
+    if not isinstance(frames, list):
+        frames = [frames]
+    if len(frames) == 0:
+        raise UserError(f"data file '{path}' contains no structures.")
+    return frames
+
+
+def cached_frames(cache: dict, path: str):
+    if path not in cache:
+        cache[path] = read_atoms(path)
+    return cache[path]
+
+
+def _lookup(atoms, key: str):
+    """Value stored under ``key`` in info, arrays or calculator results."""
+    if key in atoms.info:
+        return atoms.info[key]
+    if key in atoms.arrays:
+        return atoms.arrays[key]
+    calc = atoms.calc
+    if calc is not None and key in getattr(calc, "results", {}):
+        return calc.results[key]
+    return None
+
+
+def _available_keys(atoms) -> list[str]:
+    keys = set(atoms.info) | set(atoms.arrays) - {"numbers", "positions"}
+    if atoms.calc is not None:
+        keys |= set(getattr(atoms.calc, "results", {}))
+    return sorted(keys)
+
+
+def _get(atoms, key: str, path: str, index: int, what: str) -> np.ndarray:
+    value = _lookup(atoms, key)
+    if value is None:
+        raise UserError(
+            f"structure {index} of '{path}' has no key '{key}' (needed for {what}). "
+            f"Keys present in this structure: {', '.join(_available_keys(atoms))}. "
+            f"Set the right 'key' for {what} in your options."
+        )
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"structure {index} of '{path}': key '{key}' ({what}) holds "
+            f"'{value}', which is not a number or an array of numbers."
+        ) from None
+    if not np.all(np.isfinite(array)):
+        raise UserError(
+            f"structure {index} of '{path}': key '{key}' ({what}) contains NaN or "
+            "infinite values. Remove or fix this structure."
+        )
+    return array
+
+
+def _check_shape(array, shape, path, index, key, what):
+    try:
+        return array.reshape(shape)
+    except ValueError:
+        raise UserError(
+            f"structure {index} of '{path}': key '{key}' ({what}) has "
+            f"{array.size} values, expected shape {shape}."
+        ) from None
+
+
+def resolve_auto_gradients(dataset_options: dict, frames_of) -> dict:
+    """Gradients marked ``auto`` are read when the first structure has the key."""
+    for target in dataset_options["targets"].values():
+        for gradient in ("forces", "stress", "virial"):
+            options = target.get(gradient)
+            if options and options.get("auto"):
+                first = frames_of(options["read_from"])[0]
+                target[gradient] = (
+                    {"read_from": options["read_from"], "key": options["key"]}
+                    if _lookup(first, options["key"]) is not None
+                    else False
+                )
+        if target.get("stress") and target.get("virial"):
+            target["virial"] = False  # the stress is read, the virial is redundant
+    return dataset_options
+
+
+def read_structures(
+    dataset_options: dict, targets: dict[str, TargetInfo]
+) -> list[Structure]:
+    """Read the structures and targets of one dataset section (expanded form,
+    with ``auto`` gradients resolved)."""
+    systems = dataset_options["systems"]
+    path = systems["read_from"]
+    length_factor = conversion_factor(
+        systems["length_unit"], LENGTH_UNIT, f"{path}: length_unit"
+    )
+    frames = read_atoms(path)
+    per_file = {path: frames}  # frames of the files named by targets' read_from
+    structures = []
+    for index, atoms in enumerate(frames):
+        if len(atoms) == 0:
+            raise UserError(
+                f"structure {index} of '{path}' has no atoms. Remove it from the file."
+            )
+        positions = np.asarray(atoms.positions, dtype=np.float64) * length_factor
+        if not np.all(np.isfinite(positions)):
+            raise UserError(
+                f"structure {index} of '{path}' has NaN or infinite positions."
+            )
+        cell = np.asarray(atoms.cell.array, dtype=np.float64) * length_factor
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        if pbc.any() and abs(np.linalg.det(cell[pbc][:, pbc])) < 1e-6:
+            raise UserError(
+                f"structure {index} of '{path}' is periodic but its cell has zero "
+                "volume. Give a cell, or set pbc to False for molecules."
+            )
+        structure = Structure(
+            types=torch.tensor(atoms.numbers, dtype=torch.long),
+            positions=torch.tensor(positions),
+            cell=torch.tensor(cell),
+            pbc=torch.tensor(pbc),
+            source=f"{path}:{index}",
+        )
+        for name, options in dataset_options["targets"].items():
+            target_path = options["read_from"]
+            if target_path == path:
+                target_atoms = atoms
+            else:
+                other = cached_frames(per_file, target_path)
+                if len(other) != len(frames):
+                    raise UserError(
+                        f"target '{name}' reads from '{target_path}' which has "
+                        f"{len(other)} structures, but '{path}' has {len(frames)}."
+                    )
+                target_atoms = other[index]
+            _read_target(
+                structure,
+                target_atoms,
+                name,
+                options,
+                targets[name],
+                length_factor,
+                target_path,
+                index,
+            )
+        structures.append(structure)
+    return structures
+
+
+def _read_target(structure, atoms, name, options, info, length_factor, path, index):
+    n_atoms = len(structure)
+    where = f"target '{name}' in {path}"
+    if info.is_energy:
+        factor = conversion_factor(options["unit"], ENERGY_UNIT, f"{where}: unit")
+    else:
+        factor = 1.0  # non-energy targets keep the unit the user declared
+    value = _get(atoms, options["key"], path, index, f"target '{name}'") * factor
+    shape = (
+        (n_atoms, info.num_subtargets) if info.per_atom else (1, info.num_subtargets)
+    )
+    structure.targets[name] = torch.tensor(
+        _check_shape(value, shape, path, index, options["key"], f"target '{name}'")
+    )
+    forces = options.get("forces")
+    if forces:
+        array = _get(atoms, forces["key"], path, index, f"forces of '{name}'")
+        array = _check_shape(
+            array, (n_atoms, 3), path, index, forces["key"], f"forces of '{name}'"
+        )
+        structure.forces[name] = torch.tensor(array * factor / length_factor)
+    stress = options.get("stress")
+    virial = options.get("virial")
+    if stress:
+        array = _get(atoms, stress["key"], path, index, f"stress of '{name}'")
+        array = _voigt_to_matrix(array, path, index, stress["key"])
+        structure.stress[name] = torch.tensor(array * factor / length_factor**3)
+    elif virial:
+        array = _get(atoms, virial["key"], path, index, f"virial of '{name}'")
+        array = _voigt_to_matrix(array, path, index, virial["key"])
+        volume = abs(float(torch.det(structure.cell)))
+        if volume < 1e-6:
+            raise UserError(
+                f"structure {index} of '{path}' has a virial but no cell: a virial "
+                "needs a periodic cell to be turned into a stress."
+            )
+        # stress = -virial / volume (ASE sign convention)
+        structure.stress[name] = torch.tensor(-array * factor / volume)
+
+
+def _voigt_to_matrix(array, path, index, key):
+    if array.size == 6:
+        xx, yy, zz, yz, xz, xy = array.ravel()
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    return _check_shape(array, (3, 3), path, index, key, "stress/virial")

@@ -1,0 +1,102 @@
+"""Neighbour lists computed once per structure, and metatomic Systems per batch.
+
+The distance vectors are rebuilt from positions and cell at every evaluation so
+that forces (position gradient) and stress (strain gradient) flow through them.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import torch
+import vesin
+from metatensor.torch import Labels, TensorBlock
+from metatomic.torch import NeighborListOptions, System
+
+from atomtrain.data.structure import Structure
+
+
+def _key(options: NeighborListOptions) -> tuple[float, bool]:
+    return (float(options.cutoff), bool(options.full_list))
+
+
+def compute_neighbors(
+    structures: List[Structure], requests: List[NeighborListOptions]
+) -> None:
+    """Fill each structure's neighbour cache for every requested list (once)."""
+    for options in requests:
+        key = _key(options)
+        calculator = vesin.NeighborList(cutoff=key[0], full_list=key[1])
+        for structure in structures:
+            if key in structure.neighbors:
+                continue
+            pairs, shifts = calculator.compute(
+                points=structure.positions.numpy(),
+                box=structure.cell.numpy(),
+                periodic=structure.pbc.numpy(),
+                quantities="PS",
+            )
+            structure.neighbors[key] = (
+                torch.from_numpy(pairs.astype(np.int64)),
+                torch.from_numpy(shifts.astype(np.int64)),
+            )
+
+
+_COMPONENTS = Labels("xyz", torch.tensor([[0], [1], [2]]))
+_PROPERTIES = Labels("distance", torch.tensor([[0]]))
+_SAMPLE_NAMES = [
+    "first_atom",
+    "second_atom",
+    "cell_shift_a",
+    "cell_shift_b",
+    "cell_shift_c",
+]
+
+
+def make_system(
+    structure: Structure,
+    requests: List[NeighborListOptions],
+    dtype: torch.dtype,
+    device: torch.device,
+    positions_grad: bool = False,
+    strain: torch.Tensor | None = None,
+) -> tuple[System, torch.Tensor]:
+    """A metatomic System with its neighbour lists; returns (system, positions).
+
+    ``strain`` (3x3, requires grad) deforms positions and cell so that the energy
+    derivative with respect to it gives the stress.
+    """
+    positions = structure.positions.to(device=device, dtype=dtype)
+    cell = structure.cell.to(device=device, dtype=dtype)
+    if positions_grad:
+        positions = positions.requires_grad_(True)
+    leaf_positions = positions
+    if strain is not None:
+        positions = positions @ strain
+        cell = cell @ strain
+    system = System(
+        types=structure.types.to(device=device, dtype=torch.int32),
+        positions=positions,
+        cell=cell,
+        pbc=structure.pbc.to(device=device),
+    )
+    for options in requests:
+        pairs, shifts = structure.neighbors[_key(options)]
+        pairs = pairs.to(device)
+        shifts = shifts.to(device)
+        vectors = (
+            positions[pairs[:, 1]] - positions[pairs[:, 0]] + shifts.to(dtype) @ cell
+        )
+        block = TensorBlock(
+            values=vectors.reshape(-1, 3, 1),
+            samples=Labels(
+                _SAMPLE_NAMES,
+                torch.cat([pairs, shifts], dim=1).to(torch.int32),
+                assume_unique=True,
+            ),
+            components=[_COMPONENTS.to(device)],
+            properties=_PROPERTIES.to(device),
+        )
+        system.add_neighbor_list(options, block)
+    return system, leaf_positions

@@ -1,0 +1,51 @@
+"""Build metatomic output TensorMaps from per-atom predictions."""
+
+from typing import List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+
+from atomtrain.nn.flat import FlatSystems
+
+
+def output_map(
+    atomic: torch.Tensor,
+    flat: FlatSystems,
+    property_name: str,
+    per_atom: bool,
+    mask: Optional[torch.Tensor],
+) -> TensorMap:
+    """Per-atom values ``(n_atoms, k)`` as a TensorMap, summed per system unless
+    ``per_atom``; ``mask`` keeps only selected atoms."""
+    device = atomic.device
+    n_properties = atomic.shape[1]
+    properties = Labels(
+        [property_name],
+        torch.arange(n_properties, dtype=torch.int32, device=device).reshape(-1, 1),
+    )
+    if per_atom:
+        values = atomic
+        sample_values = torch.stack([flat.system_index, flat.atom_index], dim=1)
+        if mask is not None:
+            values = values[mask]
+            sample_values = sample_values[mask]
+        samples = Labels(["system", "atom"], sample_values.to(torch.int32))
+    else:
+        if mask is not None:
+            atomic = atomic * mask.to(atomic.dtype).unsqueeze(1)
+        values = torch.zeros(
+            (flat.n_systems, n_properties), dtype=atomic.dtype, device=device
+        )
+        values = values.index_add(0, flat.system_index, atomic)
+        samples = Labels(
+            ["system"],
+            torch.arange(flat.n_systems, dtype=torch.int32, device=device).reshape(
+                -1, 1
+            ),
+        )
+    block = TensorBlock(
+        values=values, samples=samples, components=[], properties=properties
+    )
+    keys = Labels("_", torch.zeros((1, 1), dtype=torch.int32, device=device))
+    blocks: List[TensorBlock] = [block]
+    return TensorMap(keys, blocks)

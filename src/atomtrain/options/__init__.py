@@ -1,0 +1,1 @@
+"""Options files: short forms, overrides, defaults and validation."""

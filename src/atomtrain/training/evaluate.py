@@ -1,0 +1,129 @@
+"""Run a model on a batch of structures and collect predictions with gradients.
+
+Used by training (in-memory model) and by ``atomtrain eval`` (exported model), so
+both compute forces and stresses the same way: forces are minus the gradient of
+the energy with respect to positions, the stress is the derivative with respect to
+a strain of the cell divided by the volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List
+
+import torch
+from metatensor.torch import TensorMap
+from metatomic.torch import ModelOutput, NeighborListOptions
+
+from atomtrain.data.info import TargetInfo
+from atomtrain.data.structure import Structure
+from atomtrain.data.systems import make_system
+
+
+ModelCall = Callable[[list, Dict[str, ModelOutput]], Dict[str, TensorMap]]
+
+
+@dataclass
+class Batch:
+    """Predictions or references for a batch, one flat tensor per quantity."""
+
+    values: Dict[str, torch.Tensor] = field(default_factory=dict)
+    forces: Dict[str, torch.Tensor] = field(default_factory=dict)
+    stress: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def references(
+    structures: List[Structure],
+    targets: Dict[str, TargetInfo],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Batch:
+    """The reference values of ``structures``, concatenated like predictions."""
+    batch = Batch()
+    for name in targets:
+        batch.values[name] = torch.cat([s.targets[name] for s in structures]).to(
+            device=device, dtype=dtype
+        )
+        if all(name in s.forces for s in structures):
+            batch.forces[name] = torch.cat([s.forces[name] for s in structures]).to(
+                device=device, dtype=dtype
+            )
+        if all(name in s.stress for s in structures):
+            batch.stress[name] = torch.stack([s.stress[name] for s in structures]).to(
+                device=device, dtype=dtype
+            )
+    return batch
+
+
+def predict(
+    call: ModelCall,
+    structures: List[Structure],
+    requests: List[NeighborListOptions],
+    targets: Dict[str, TargetInfo],
+    dtype: torch.dtype,
+    device: torch.device,
+    forces: bool = True,
+    stress: bool = True,
+    training: bool = False,
+) -> Batch:
+    """Predict ``targets`` (and their forces/stress when asked) for ``structures``."""
+    want_forces = forces and any("positions" in t.gradients for t in targets.values())
+    want_stress = stress and any("strain" in t.gradients for t in targets.values())
+    want_stress = want_stress and all(bool(s.pbc.all()) for s in structures)
+    systems, positions, strains = [], [], []
+    for structure in structures:
+        strain = None
+        if want_stress:
+            strain = torch.eye(3, dtype=dtype, device=device, requires_grad=True)
+            strains.append(strain)
+        system, leaf = make_system(
+            structure,
+            requests,
+            dtype,
+            device,
+            positions_grad=want_forces,
+            strain=strain,
+        )
+        systems.append(system)
+        positions.append(leaf)
+    outputs = {
+        name: ModelOutput(
+            unit=info.unit, sample_kind="atom" if info.per_atom else "system"
+        )
+        for name, info in targets.items()
+    }
+    with torch.set_grad_enabled(training or want_forces or want_stress):
+        predictions = call(systems, outputs)
+    batch = Batch()
+    for name, info in targets.items():
+        values = predictions[name].block().values
+        batch.values[name] = values
+        inputs = []
+        if want_forces and "positions" in info.gradients:
+            inputs += positions
+        if want_stress and "strain" in info.gradients:
+            inputs += strains
+        if not inputs:
+            continue
+        gradients = torch.autograd.grad(
+            values.sum(), inputs, create_graph=training, retain_graph=True
+        )
+        n_positions = (
+            len(positions) if want_forces and "positions" in info.gradients else 0
+        )
+        if n_positions:
+            batch.forces[name] = -torch.cat(gradients[:n_positions])
+        if len(gradients) > n_positions:
+            volumes = torch.stack([torch.det(s.cell).abs() for s in structures]).to(
+                device=device, dtype=dtype
+            )
+            batch.stress[name] = torch.stack(gradients[n_positions:]) / volumes.view(
+                -1, 1, 1
+            )
+    if not training:
+        batch = Batch(
+            {k: v.detach() for k, v in batch.values.items()},
+            {k: v.detach() for k, v in batch.forces.items()},
+            {k: v.detach() for k, v in batch.stress.items()},
+        )
+    return batch

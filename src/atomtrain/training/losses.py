@@ -1,0 +1,73 @@
+"""Weighted per-target losses on normalised errors.
+
+Errors are divided by the target's scale (from the composition baseline fit) so
+that weights of 1 balance energies, forces and stresses: energies are compared
+per atom, stresses as virial per atom (stress x volume / atoms).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+from atomtrain.data.info import TargetInfo
+from atomtrain.training.evaluate import Batch
+
+
+def _term(error: torch.Tensor, options: dict) -> torch.Tensor:
+    kind = options.get("type", "mse")
+    zero = torch.zeros_like(error)
+    if kind == "mae":
+        return F.l1_loss(error, zero)
+    if kind == "huber":
+        return F.huber_loss(error, zero, delta=options.get("delta", 1.0))
+    return F.mse_loss(error, zero)
+
+
+def normalised_errors(
+    predictions: Batch,
+    references: Batch,
+    targets: Dict[str, TargetInfo],
+    n_atoms: torch.Tensor,
+) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Errors per target and kind ('values', 'forces', 'stress') in the data's
+    units; energies per atom."""
+    errors: Dict[str, Dict[str, torch.Tensor]] = {}
+    for name, info in targets.items():
+        error = predictions.values[name] - references.values[name]
+        if info.is_energy and not info.per_atom:
+            error = error / n_atoms.unsqueeze(1)
+        errors[name] = {"values": error}
+        if name in predictions.forces and name in references.forces:
+            errors[name]["forces"] = predictions.forces[name] - references.forces[name]
+        if name in predictions.stress and name in references.stress:
+            errors[name]["stress"] = predictions.stress[name] - references.stress[name]
+    return errors
+
+
+def total_loss(
+    errors: Dict[str, Dict[str, torch.Tensor]],
+    loss_options: Dict[str, dict],
+    scales: Dict[str, torch.Tensor],
+    volume_per_atom: torch.Tensor,
+) -> torch.Tensor:
+    """Sum of weighted loss terms of every target and gradient; stress errors
+    enter as virial per atom so that they share the energy's scale."""
+    total = None
+    for name, kinds in errors.items():
+        options = loss_options.get(name, {})
+        scale = scales[name]
+        for kind, error in kinds.items():
+            term_options = options if kind == "values" else options.get(kind, {})
+            weight = term_options.get("weight", 1.0)
+            if weight == 0.0:
+                continue
+            if kind == "stress":
+                error = error * volume_per_atom.view(-1, 1, 1)
+            normalised = error / (scale if kind == "values" else scale.mean())
+            term = weight * _term(normalised, term_options)
+            total = term if total is None else total + term
+    assert total is not None, "no loss term: every weight is zero"
+    return total
