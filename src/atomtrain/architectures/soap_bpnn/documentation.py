@@ -6,7 +6,8 @@ A Behler-Parrinello neural network on SOAP power-spectrum descriptors: the
 neighbour density of each atom is expanded on radial functions and real
 spherical harmonics (plain torch, no compiled extension), contracted into
 rotation-invariant features, and fed to one small neural network per element.
-The energy is the sum of atomic energies; forces and stresses come from automatic differentiation.
+The energy is the sum of atomic energies; forces and stresses come from
+automatic differentiation.
 Neighbour elements are mixed into a fixed number of learnable *pseudo species*,
 so the descriptor size does not grow with the number of elements.
 
