@@ -47,6 +47,22 @@ def check_class_attributes(cls: type, required: dict[str, str], kind: str) -> No
         )
 
 
+def check_implemented(cls: type, base: type, kind: str) -> None:
+    """Refuse a class that leaves an abstract method of ``base`` unimplemented
+    (torch modules do not use ABCMeta, so Python would not check it)."""
+    abstract = [
+        name
+        for name, value in vars(base).items()
+        if getattr(value, "__isabstractmethod__", False)
+    ]
+    missing = [name for name in abstract if getattr(cls, name) is getattr(base, name)]
+    if missing:
+        raise TypeError(
+            f"{kind} {cls.__module__}.{cls.__qualname__} does not implement "
+            f"{', '.join(sorted(missing))} of {base.__name__}."
+        )
+
+
 class ModelInterface(torch.nn.Module, Generic[HypersType]):
     """A model of an architecture; ``forward`` follows metatomic's model API."""
 
@@ -58,6 +74,7 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
     def __init__(self, hypers: HypersType, dataset_info: DatasetInfo) -> None:
         super().__init__()
         check_class_attributes(type(self), MODEL_ATTRIBUTES, "model")
+        check_implemented(type(self), ModelInterface, "model")
         self.hypers = hypers
         self.dataset_info = dataset_info
 
@@ -127,6 +144,7 @@ class TrainerInterface(Generic[HypersType]):
 
     def __init__(self, hypers: HypersType) -> None:
         check_class_attributes(type(self), TRAINER_ATTRIBUTES, "trainer")
+        check_implemented(type(self), TrainerInterface, "trainer")
         self.hypers = hypers
 
     @abstractmethod

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -94,8 +96,25 @@ def find_architecture(name: str) -> ArchitectureSpec:
 
 
 def import_documentation(name: str) -> ModuleType:
-    """The architecture's ``documentation.py``: importable without its extras."""
-    return importlib.import_module(find_architecture(name).module + ".documentation")
+    """The architecture's ``documentation.py``, loaded from its file so that the
+    package's ``__init__.py`` (and the model code with its extras) is not run."""
+    module = find_architecture(name).module
+    full_name = module + ".documentation"
+    if full_name in sys.modules:
+        return sys.modules[full_name]
+    package = importlib.util.find_spec(module)
+    if package is None or not package.submodule_search_locations:
+        raise UserError(f"architecture '{name}': cannot find the package {module}.")
+    path = os.path.join(package.submodule_search_locations[0], "documentation.py")
+    spec = importlib.util.spec_from_file_location(full_name, path)
+    documentation = importlib.util.module_from_spec(spec)
+    sys.modules[full_name] = documentation
+    try:
+        spec.loader.exec_module(documentation)
+    except BaseException:
+        del sys.modules[full_name]
+        raise
+    return documentation
 
 
 def import_architecture(name: str) -> ModuleType:
