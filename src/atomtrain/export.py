@@ -52,6 +52,10 @@ def export_model(model, metadata: Optional[ModelMetadata] = None) -> AtomisticMo
         dtype=_DTYPE_NAMES[dtype],
     )
     metadata = merge_metadata(model.__default_metadata__, metadata)
+    if not metadata.name:
+        from atomtrain.architectures.registry import architecture_of_module
+
+        metadata.name = f"atomtrain {architecture_of_module(type(model).__module__)}"
     extra = dict(metadata.extra)
     # lets 'atomtrain eval' know per-atom targets and which gradients were trained
     extra["atomtrain.dataset_info"] = json.dumps(model.dataset_info.to_dict())

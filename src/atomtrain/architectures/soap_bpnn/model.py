@@ -83,7 +83,6 @@ class SoapBpnn(ModelInterface[ModelHypers]):
                 "https://doi.org/10.1103/PhysRevLett.98.146401",
                 "https://doi.org/10.1103/PhysRevB.87.184115",
             ],
-            "implementation": ["https://doi.org/10.1063/5.0208746"],
         }
     )
 
