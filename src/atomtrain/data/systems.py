@@ -67,8 +67,10 @@ def make_system(
     ``strain`` (3x3, requires grad) deforms positions and cell so that the energy
     derivative with respect to it gives the stress.
     """
-    positions = structure.positions.to(device=device, dtype=dtype)
-    cell = structure.cell.to(device=device, dtype=dtype)
+    # detach: with the same dtype and device ``to`` returns the stored tensor
+    # itself, which must never become part of an autograd graph
+    positions = structure.positions.to(device=device, dtype=dtype).detach()
+    cell = structure.cell.to(device=device, dtype=dtype).detach()
     if positions_grad:
         positions = positions.requires_grad_(True)
     leaf_positions = positions

@@ -72,7 +72,7 @@ class SoapPowerSpectrum(torch.nn.Module):
         radial = torch.sin(distances * frequencies) / distances * envelope  # (E, n)
         harmonics = self.spherical_harmonics(vectors)  # (E, (L+1)^2)
         edge = (radial.unsqueeze(2) * harmonics.unsqueeze(1)).reshape(
-            radial.shape[0], -1
+            radial.shape[0], self.max_radial * harmonics.shape[1]
         )
         # density resolved by neighbour element, then mixed into pseudo species
         slot = centers * n_types + type_index[neighbors]

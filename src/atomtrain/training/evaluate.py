@@ -106,8 +106,16 @@ def predict(
         if not inputs:
             continue
         gradients = torch.autograd.grad(
-            values.sum(), inputs, create_graph=training, retain_graph=True
+            values.sum(),
+            inputs,
+            create_graph=training,
+            retain_graph=True,
+            allow_unused=True,
         )
+        # an atom with no neighbour does not enter the graph: its gradient is zero
+        gradients = [
+            torch.zeros_like(x) if g is None else g for g, x in zip(gradients, inputs)
+        ]
         n_positions = (
             len(positions) if want_forces and "positions" in info.gradients else 0
         )

@@ -150,7 +150,11 @@ class SoapBpnn(ModelInterface[ModelHypers]):
             if name in outputs:
                 atomic = head(hidden, type_index)
                 results[name] = output_map(
-                    atomic, flat, head.property_name, outputs[name].per_atom, mask
+                    atomic,
+                    flat,
+                    head.property_name,
+                    outputs[name].sample_kind == "atom",
+                    mask,
                 )
         return results
 
