@@ -97,7 +97,7 @@ def main():
             "val_energy_mae_mev_per_atom": float(rows[-1]["val energy MAE (meV/atom)"]),
             "val_forces_mae_mev_per_A": float(rows[-1]["val forces MAE (meV/Å)"]),
         }
-        for repeat in (1, 2):
+        for repeat in (1, 2) if frames[0].pbc.all() else (1,):
             n_atoms, ms = inference(model, frames, repeat)
             results[f"inference_ms_per_atom_{n_atoms}"] = ms
     for key, value in results.items():
