@@ -206,3 +206,26 @@ def test_checkpoint_of_another_architecture(ethanol, capsys):
     torch.save(checkpoint, "other.ckpt")
     assert main(["train", "options.yaml", "--restart", "other.ckpt"]) == 1
     assert "written by architecture 'other_arch'" in capsys.readouterr().err
+
+
+def test_qm9_per_structure_scalar_targets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    frames = ase.io.read(os.path.join(RESOURCES, "qm9_reduced_100.xyz"), ":40")
+    ase.io.write("qm9.xyz", frames)
+    targets = {
+        "U0": {"quantity": "energy", "unit": "hartree"},
+        "mu": {"unit": "D"},
+    }
+    _write_options("options.yaml", {"systems": "qm9.xyz", "targets": targets})
+    assert main(["train", "options.yaml", *SMALL]) == 0
+    with open("eval.yaml", "w") as file:
+        yaml.safe_dump({"systems": "qm9.xyz", "targets": targets}, file)
+    assert main(["eval", "model.pt", "eval.yaml", "-o", "pred.xyz"]) == 0
+    predicted = ase.io.read("pred.xyz", ":")
+    u0 = np.array([a.info["U0"] for a in predicted])
+    reference = np.array([a.info["U0"] for a in frames]) * 27.211386
+    # Hartree converted to eV; the composition baseline alone is within ~1 eV
+    assert np.abs(u0 - reference).mean() < 2.0
+    assert all(np.isfinite(a.info["mu"]) for a in predicted)
+    metrics = yaml.safe_load(open("pred_metrics.json"))
+    assert "mu MAE (D)" in metrics and "U0 MAE (meV/atom)" in metrics
