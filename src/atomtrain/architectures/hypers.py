@@ -92,7 +92,7 @@ def resolve_hypers(cls, user: dict | None, where: str, arch: str) -> dict:
     if is_typed(cls):
         _forbid_extra(cls)
         validated = validate(
-            cls, merged, prefix=where, context=f"hyperparameter of '{arch}'"
+            cls, merged, prefix=where, context=f"'{arch}' hyperparameter"
         )
         return _plain(validated)
     _check_plain_keys(defaults, user, where, arch)

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # basicConfig does nothing when logging is already configured (main() called
+    # from Python, e.g. in tests); the run's train.log must still get INFO lines
+    logging.getLogger("atomtrain").setLevel(logging.INFO)
     warnings.filterwarnings("ignore", message=".*MetatomicCalculator.*")
     try:
         return args.run(args) or 0

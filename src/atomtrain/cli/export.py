@@ -41,7 +41,10 @@ def load_model(path: str, context: str, expected: str | None = None):
             f"architecture.name to '{name}'."
         )
     architecture = import_architecture(name)
-    model = architecture.__model__.load_checkpoint(checkpoint, context)
+    try:
+        model = architecture.__model__.load_checkpoint(checkpoint, context)
+    except UserError as error:  # e.g. a version mismatch: name the file
+        raise UserError(f"cannot load checkpoint '{path}': {error}") from None
     return architecture, model, checkpoint
 
 

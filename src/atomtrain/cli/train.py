@@ -104,9 +104,16 @@ def run(args) -> int:
         restart = find_auto_checkpoint()
         if restart is None:
             logger.info("--restart auto: no checkpoint under outputs/, starting afresh")
-    output_dir = args.output_dir or os.path.join(
-        "outputs", datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-    )
+    output_dir = args.output_dir
+    if output_dir is None:
+        base = os.path.join(
+            "outputs", datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        )
+        # two runs started in the same second must not share (and append to)
+        # one folder's train.csv and train.log
+        output_dir, n = base, 1
+        while os.path.exists(output_dir):
+            output_dir, n = f"{base}-{n}", n + 1
     os.makedirs(output_dir, exist_ok=True)
     handler = _log_to_file(os.path.join(output_dir, "train.log"))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from typing import Any, Dict
 
 import torch
@@ -34,7 +35,11 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     if not os.path.exists(path):
         raise UserError(f"checkpoint '{path}' does not exist.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about TorchScript archives (an exported model.pt given
+            # as a checkpoint); the error below says it in one paragraph
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(
             f"'{path}' is not a readable atomtrain checkpoint ({type(error).__name__}:"
@@ -56,9 +61,10 @@ def upgrade_steps(
     """Run ``cls.upgrade_from_v{n}`` one version at a time up to the current one."""
     current = cls.__checkpoint_version__
     version = checkpoint.get(key, 1)
+    path = f"'{path}' " if path else ""
     if version > current:
         raise UserError(
-            f"checkpoint {path} was written by a newer {what} (checkpoint version "
+            f"checkpoint {path}was written by a newer {what} (checkpoint version "
             f"{version}) than the installed code knows (version {current}). "
             "Upgrade atomtrain (pip install -U atomtrain) to read it."
         )
@@ -66,7 +72,7 @@ def upgrade_steps(
         step = getattr(cls, f"upgrade_from_v{version}", None)
         if step is None:
             raise UserError(
-                f"cannot upgrade checkpoint {path} from {what} version {version} to "
+                f"cannot upgrade checkpoint {path}from {what} version {version} to "
                 f"{current}: {cls.__qualname__} has no upgrade_from_v{version}."
             )
         checkpoint = step(checkpoint)

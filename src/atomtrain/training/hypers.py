@@ -2,36 +2,46 @@
 
 from typing import Literal
 
-from typing_extensions import TypedDict
+from pydantic import Field
+from typing_extensions import Annotated, TypedDict
+
+
+# bounds are part of the types, so options validation refuses bad values with the
+# key path before any work starts
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class TrainingHypers(TypedDict):
     """Options of the shared training loop."""
 
-    num_epochs: int = 100
+    num_epochs: NonNegativeInt = 100
     """Number of passes over the training set."""
-    batch_size: int = 8
+    batch_size: PositiveInt = 8
     """Number of structures per batch."""
-    learning_rate: float = 1e-3
+    learning_rate: PositiveFloat = 1e-3
     """Peak learning rate of the AdamW optimizer (reached after warmup)."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """Decoupled weight decay of AdamW."""
     scheduler: Literal["cosine", "plateau", "constant"] = "cosine"
     """Learning-rate decay after warmup: cosine to ``min_lr_factor`` times the peak
     at the last epoch, halving on a validation plateau, or constant."""
-    warmup_epochs: float = 1.0
+    warmup_epochs: NonNegativeFloat = 1.0
     """Epochs of linear warmup from 1% of the learning rate to its peak."""
-    min_lr_factor: float = 0.01
+    min_lr_factor: Fraction = 0.01
     """Final learning rate of the cosine schedule, relative to the peak."""
-    plateau_patience: int = 10
+    plateau_patience: NonNegativeInt = 10
     """Epochs without validation improvement before a plateau decay."""
-    plateau_factor: float = 0.5
+    plateau_factor: Fraction = 0.5
     """Factor applied to the learning rate on a plateau."""
-    grad_clip_norm: float = 10.0
+    grad_clip_norm: NonNegativeFloat = 10.0
     """Gradients are clipped to this global norm (0 disables clipping)."""
-    log_interval: int = 1
+    log_interval: PositiveInt = 1
     """Write a log line and a CSV row every this many epochs."""
-    checkpoint_interval: int = 25
+    checkpoint_interval: PositiveInt = 25
     """Write an intermediate checkpoint every this many epochs."""
     loss: dict = {}
     """Filled from the top-level ``loss`` section of the options."""

@@ -15,32 +15,38 @@ A fast, robust baseline for energies, forces, stresses and any per-structure or
 per-atom scalar target.
 """
 
-from typing_extensions import TypedDict
+from pydantic import Field
+from typing_extensions import Annotated, TypedDict
 
-from atomtrain.training.hypers import TrainingHypers
+from atomtrain.training.hypers import (
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    TrainingHypers,
+)
 
 
 class SoapHypers(TypedDict):
     """Shape of the SOAP descriptor."""
 
-    cutoff: float = 5.0
+    cutoff: PositiveFloat = 5.0
     """Cutoff radius of the neighbour density, in Å."""
-    cutoff_width: float = 0.5
+    cutoff_width: NonNegativeFloat = 0.5
     """Width of the smooth region before the cutoff, in Å."""
-    max_radial: int = 6
+    max_radial: PositiveInt = 6
     """Number of radial basis functions."""
-    max_angular: int = 4
+    max_angular: Annotated[int, Field(ge=0)] = 4
     """Largest angular momentum of the spherical harmonics."""
-    pseudo_species: int = 4
+    pseudo_species: PositiveInt = 4
     """Number of learnable channels neighbour elements are mixed into."""
 
 
 class BpnnHypers(TypedDict):
     """Shape of the per-element neural networks."""
 
-    num_hidden_layers: int = 2
+    num_hidden_layers: PositiveInt = 2
     """Number of hidden layers of each element's network."""
-    num_neurons_per_layer: int = 128
+    num_neurons_per_layer: PositiveInt = 128
     """Width of the hidden layers."""
     layernorm: bool = True
     """Normalise the descriptor of each atom before the network."""
