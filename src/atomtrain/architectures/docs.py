@@ -17,6 +17,7 @@ import yaml
 
 from atomtrain.architectures.hypers import defaults_of, is_typed, typed_default
 from atomtrain.architectures.registry import find_architecture, import_documentation
+from atomtrain.architectures.stages import install_hint
 
 
 def field_docstrings(cls) -> dict[str, str]:
@@ -83,13 +84,6 @@ def _title_and_description(documentation) -> tuple[str, str]:
     return "", "\n".join(lines).strip()
 
 
-def install_command(name: str) -> str:
-    spec = find_architecture(name)
-    if spec.source == "in-tree":
-        return f"pip install 'atomtrain[{name.split('.')[-1]}]'"
-    return f"pip install {spec.source.split(' ', 1)[1]}"
-
-
 def render_markdown(name: str) -> str:
     """The documentation page of architecture ``name`` as Markdown."""
     documentation = import_documentation(name)
@@ -110,7 +104,7 @@ def render_markdown(name: str) -> str:
         f"Registry name `{name}`, stage **{spec.stage}**, {spec.source}.",
         description,
         "## Installation",
-        f"```bash\n{install_command(name)}\n```",
+        f"```bash\n{install_hint(spec)}\n```",
         "## Default hyperparameters",
         "Paste into `options.yaml` and edit what you need:",
         "```yaml\n" + yaml.safe_dump(defaults, sort_keys=False).rstrip() + "\n```",

@@ -62,11 +62,15 @@ def _plugins() -> list[ArchitectureSpec]:
 
 
 def _plugin_stage(module: str) -> str:
-    try:
-        package = importlib.import_module(module)
-    except ImportError:
-        return "experimental"
-    return getattr(package, "__stage__", "experimental")
+    from atomtrain.architectures.stages import declarations
+
+    stage = declarations(module).get("__stage__", "experimental")
+    if stage not in ("stable", "experimental", "deprecated"):
+        raise UserError(
+            f"plug-in architecture {module} declares __stage__ = {stage!r}; use "
+            "'stable', 'experimental' or 'deprecated'."
+        )
+    return stage
 
 
 def all_architectures() -> dict[str, ArchitectureSpec]:
@@ -118,15 +122,20 @@ def import_documentation(name: str) -> ModuleType:
 
 
 def import_architecture(name: str) -> ModuleType:
-    """The architecture package with ``__model__`` and ``__trainer__``."""
+    """The architecture package with ``__model__`` and ``__trainer__``; warns for
+    experimental and deprecated ones and refuses those past their removal."""
+    from atomtrain.architectures.stages import announce_stage
+
     spec = find_architecture(name)
+    announce_stage(spec)
     try:
         module = importlib.import_module(spec.module)
     except ImportError as error:
+        from atomtrain.architectures.stages import install_hint
+
         raise UserError(
             f"architecture '{name}' needs packages that are not installed "
-            f"({error}). Install them with: "
-            f"pip install 'atomtrain[{name.split('.')[-1]}]'"
+            f"({error}). Install them with: {install_hint(spec)}"
         ) from None
     for attribute in ("__model__", "__trainer__"):
         if not hasattr(module, attribute):

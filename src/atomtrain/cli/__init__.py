@@ -13,6 +13,7 @@ from atomtrain.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from atomtrain.cli import arch as arch_command
     from atomtrain.cli import eval as eval_command
     from atomtrain.cli import export as export_command
     from atomtrain.cli import train as train_command
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show full tracebacks for errors"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train_command, eval_command, export_command):
+    for module in (train_command, eval_command, export_command, arch_command):
         module.add_parser(commands)
     return parser
 
