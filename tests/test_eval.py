@@ -12,10 +12,13 @@ from atomtrain.cli import main
 
 RESOURCES = os.path.join(os.path.dirname(__file__), "resources")
 SMALL = [
-    "-o", "architecture.model.bpnn.num_neurons_per_layer=16",
-    "-o", "architecture.model.soap.max_angular=2",
-    "-o", "architecture.model.soap.max_radial=4",
-]  # fmt: skip
+    "-o",
+    "architecture.model.bpnn.num_neurons_per_layer=16",
+    "-o",
+    "architecture.model.soap.max_angular=2",
+    "-o",
+    "architecture.model.soap.max_radial=4",
+]
 
 
 def _write_options(path, training_set, epochs=2, **extra):
@@ -45,8 +48,18 @@ def ethanol(tmp_path, monkeypatch):
 def test_exported_model_in_ase_matches_eval(ethanol):
     from metatomic_ase import MetatomicCalculator
 
-    assert main(["train", "options.yaml", *SMALL, "-o",
-                 "architecture.training.num_epochs=1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "options.yaml",
+                *SMALL,
+                "-o",
+                "architecture.training.num_epochs=1",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "model.pt", "eval.yaml", "-o", "pred.xyz"]) == 0
     calculator = MetatomicCalculator("model.pt")
     for atoms in ase.io.read("pred.xyz", ":3"):

@@ -34,11 +34,17 @@ def field_docstrings(cls) -> dict[str, str]:
     body = node.body
     for statement, following in zip(body, body[1:] + [None]):
         if isinstance(statement, (ast.AnnAssign, ast.Assign)):
-            target = (statement.target if isinstance(statement, ast.AnnAssign)
-                      else statement.targets[0])  # fmt: skip
-            if (isinstance(target, ast.Name) and isinstance(following, ast.Expr)
-                    and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):  # fmt: skip
+            target = (
+                statement.target
+                if isinstance(statement, ast.AnnAssign)
+                else statement.targets[0]
+            )
+            if (
+                isinstance(target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
                 docs[target.id] = inspect.cleandoc(following.value.value)
     return docs
 
@@ -68,12 +74,19 @@ def hyper_rows(cls, prefix: str = "") -> list[tuple[str, str, str, str]]:
     for name, annotation in typing.get_type_hints(cls).items():
         default = typed_default(cls, name)
         if is_typed(annotation):
-            rows.append((prefix + name, annotation.__name__, "see below",
-                         docs.get(name, "")))  # fmt: skip
+            rows.append(
+                (prefix + name, annotation.__name__, "see below", docs.get(name, ""))
+            )
             rows.extend(hyper_rows(annotation, f"{prefix}{name}."))
         else:
-            rows.append((prefix + name, type_name(annotation), repr(default),
-                         docs.get(name, "")))  # fmt: skip
+            rows.append(
+                (
+                    prefix + name,
+                    type_name(annotation),
+                    repr(default),
+                    docs.get(name, ""),
+                )
+            )
     return rows
 
 
@@ -94,11 +107,12 @@ def render_markdown(name: str) -> str:
             "name": name,
             "model": defaults_of(documentation.ModelHypers),
             "training": {
-                k: v for k, v in defaults_of(documentation.TrainerHypers).items()
+                k: v
+                for k, v in defaults_of(documentation.TrainerHypers).items()
                 if k != "loss"
             },
         }
-    }  # fmt: skip
+    }
     parts = [
         f"# {title or name}",
         f"Registry name `{name}`, stage **{spec.stage}**, {spec.source}.",
@@ -113,7 +127,7 @@ def render_markdown(name: str) -> str:
         ("Model hyperparameters", documentation.ModelHypers),
         ("Trainer hyperparameters", documentation.TrainerHypers),
     ):
-        parts += [f"## {heading}", _table(hyper_rows(cls))]  # fmt: skip
+        parts += [f"## {heading}", _table(hyper_rows(cls))]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

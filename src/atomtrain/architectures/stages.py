@@ -158,8 +158,11 @@ def describe(spec) -> tuple[str, str, str, str, str]:
         or "NONE"
     )
     missing = missing_requirements(spec)
-    deps = "installed" if not missing else (
-        f"missing {', '.join(missing)} ({install_hint(spec)})")  # fmt: skip
+    deps = (
+        "installed"
+        if not missing
+        else (f"missing {', '.join(missing)} ({install_hint(spec)})")
+    )
     stage = spec.stage
     if stage == "deprecated" and "__deprecated__" in declared:
         try:

@@ -10,9 +10,10 @@ from atomtrain.errors import UserError
 
 def add_parser(commands) -> None:
     parser = commands.add_parser(
-        "arch", help="list, document, check and create architectures",
+        "arch",
+        help="list, document, check and create architectures",
         description="Tools for architecture authors and users.",
-    )  # fmt: skip
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
     listing = actions.add_parser("list", help="every architecture with its stage")
@@ -31,11 +32,17 @@ def add_parser(commands) -> None:
 
     new = actions.add_parser("new", help="scaffold a working experimental architecture")
     new.add_argument("name", help="python identifier of the new architecture")
-    new.add_argument("--dir", default=None,
-                     help="where to create it (default: in-tree experimental/, or "
-                     "the current folder with --plugin)")  # fmt: skip
-    new.add_argument("--plugin", action="store_true",
-                     help="create a stand-alone pip package with an entry point")  # fmt: skip
+    new.add_argument(
+        "--dir",
+        default=None,
+        help="where to create it (default: in-tree experimental/, or "
+        "the current folder with --plugin)",
+    )
+    new.add_argument(
+        "--plugin",
+        action="store_true",
+        help="create a stand-alone pip package with an entry point",
+    )
     new.set_defaults(run=run_new)
 
     def show_help(args) -> int:
