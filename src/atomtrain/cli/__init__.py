@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atomtrain.cli import eval as eval_command
     from atomtrain.cli import export as export_command
     from atomtrain.cli import train as train_command
+    from atomtrain.cli import upgrade as upgrade_command
 
     parser = argparse.ArgumentParser(
         prog="atomtrain",
@@ -30,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show full tracebacks for errors"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train_command, eval_command, export_command, arch_command):
+    commands_in_order = (
+        train_command,
+        eval_command,
+        export_command,
+        arch_command,
+        upgrade_command,
+    )
+    for module in commands_in_order:
         module.add_parser(commands)
     return parser
 
