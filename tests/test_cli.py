@@ -313,7 +313,7 @@ def test_runs_in_the_same_second_get_their_own_folders(ethanol, monkeypatch):
     import datetime
     import types
 
-    import atomtrain.cli.train
+    import atomtrain.training.runs
 
     class Frozen(datetime.datetime):
         @classmethod
@@ -321,7 +321,7 @@ def test_runs_in_the_same_second_get_their_own_folders(ethanol, monkeypatch):
             return cls(2024, 5, 6, 7, 8, 9)
 
     monkeypatch.setattr(
-        atomtrain.cli.train, "datetime", types.SimpleNamespace(datetime=Frozen)
+        atomtrain.training.runs, "datetime", types.SimpleNamespace(datetime=Frozen)
     )
     one = ["-o", "architecture.training.num_epochs=1"]
     assert main(["train", "options.yaml", *SMALL, *one]) == 0
@@ -334,23 +334,17 @@ def test_runs_in_the_same_second_get_their_own_folders(ethanol, monkeypatch):
 
 
 def test_restart_auto(ethanol, capsys):
-    one = ["-o", "architecture.training.num_epochs=1"]
     two = ["-o", "architecture.training.num_epochs=2"]
+    three = ["-o", "architecture.training.num_epochs=3"]
     # nothing under outputs/ yet: starts afresh
-    assert main(["train", "options.yaml", *SMALL, *one, "--restart", "auto"]) == 0
-    assert (
-        main(
-            [
-                "train",
-                "options.yaml",
-                *SMALL,
-                *two,
-                "--restart",
-                "auto",
-                "--output-dir",
-                "again",
-            ]
-        )
-        == 0
-    )
-    assert [row["epoch"] for row in read_csv("again/train.csv")] == ["2"]
+    assert main(["train", "options.yaml", *SMALL, *two, "--restart", "auto"]) == 0
+    (first,) = glob.glob("outputs/*/*")
+    # same options: continues the same run in its folder (already finished here),
+    # without duplicating rows of train.csv
+    assert main(["train", "options.yaml", *SMALL, *two, "--restart", "auto"]) == 0
+    assert glob.glob("outputs/*/*") == [first]
+    rows = read_csv(os.path.join(first, "train.csv"))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    # other options: another run, started afresh in a new folder
+    assert main(["train", "options.yaml", *SMALL, *three, "--restart", "auto"]) == 0
+    assert len(glob.glob("outputs/*/*")) == 2

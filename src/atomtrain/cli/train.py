@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import glob
 import logging
 import os
 import random
@@ -18,11 +16,15 @@ from atomtrain.cli.export import load_model
 from atomtrain.data.dataset import load_datasets
 from atomtrain.errors import UserError
 from atomtrain.export import save_exported
-from atomtrain.options.load import load_options
+from atomtrain.options.load import apply_overrides, load_options, read_yaml
+from atomtrain.training.files import atomic_write_text
+from atomtrain.training.loop import TrainingStopped
+from atomtrain.training.runs import find_resumable, new_run_dir
 
 
 logger = logging.getLogger("atomtrain")
 DTYPES = {32: torch.float32, 64: torch.float64}
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on a signal, resumable with --restart
 
 
 def add_parser(commands) -> None:
@@ -85,11 +87,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def find_auto_checkpoint() -> str | None:
-    candidates = glob.glob(os.path.join("outputs", "*", "*", "*.ckpt"))
-    return max(candidates, key=os.path.getmtime) if candidates else None
-
-
 def _log_to_file(path: str) -> logging.Handler:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -99,33 +96,36 @@ def _log_to_file(path: str) -> logging.Handler:
 
 def run(args) -> int:
     options = load_options(args.options, args.override)
-    restart = args.restart
+    restart, output_dir = args.restart, args.output_dir
     if restart == "auto":
-        restart = find_auto_checkpoint()
-        if restart is None:
-            logger.info("--restart auto: no checkpoint under outputs/, starting afresh")
-    output_dir = args.output_dir
-    if output_dir is None:
-        base = os.path.join(
-            "outputs", datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-        )
-        # two runs started in the same second must not share (and append to)
-        # one folder's train.csv and train.log
-        output_dir, n = base, 1
-        while os.path.exists(output_dir):
-            output_dir, n = f"{base}-{n}", n + 1
+        seed_given = "seed" in apply_overrides(read_yaml(args.options), args.override)
+        found = find_resumable(options, seed_given)
+        if found is None:
+            restart = None
+            logger.info("--restart auto: no checkpoint of this run, starting afresh")
+        else:
+            restart, previous_dir, previous = found
+            options["seed"] = previous["seed"]
+            output_dir = output_dir or previous_dir  # continue in the same folder
+            logger.info(f"--restart auto: continuing {restart}")
+    output_dir = output_dir or new_run_dir()
     os.makedirs(output_dir, exist_ok=True)
     handler = _log_to_file(os.path.join(output_dir, "train.log"))
     try:
         return _train(options, restart, output_dir)
+    except TrainingStopped as stopped:
+        logger.warning(str(stopped))
+        return EXIT_STOPPED
     finally:
         logging.getLogger("atomtrain").removeHandler(handler)
         handler.close()
 
 
 def _train(options: dict, restart: str | None, output_dir: str) -> int:
-    with open(os.path.join(output_dir, "options_restart.yaml"), "w") as file:
-        yaml.safe_dump(options, file, sort_keys=False)
+    atomic_write_text(
+        os.path.join(output_dir, "options_restart.yaml"),
+        yaml.safe_dump(options, sort_keys=False),
+    )
     seed_everything(options["seed"])
     name = options["architecture"]["name"]
     architecture = import_architecture(name)

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from typing import Any, Dict
 
 import torch
 
 from atomtrain.errors import UserError
+from atomtrain.training.files import atomic_write
 
 
 def atomic_save(obj: Any, path: str) -> None:
-    """Write with ``torch.save`` to a temporary file, fsync, then rename: a crash
-    at any instant leaves either the old file or the new one, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".ckpt")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`atomic_write`: a kill at any instant leaves
+    the previous checkpoint intact."""
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:

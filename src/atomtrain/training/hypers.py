@@ -43,5 +43,11 @@ class TrainingHypers(TypedDict):
     """Write a log line and a CSV row every this many epochs."""
     checkpoint_interval: PositiveInt = 25
     """Write an intermediate checkpoint every this many epochs."""
+    max_nonfinite_steps: NonNegativeInt = 10
+    """Steps whose loss or gradients are NaN/Inf are skipped with a warning;
+    training stops with an error after this many of them."""
+    stop_signals: list[str] = ["SIGTERM", "SIGINT", "SIGUSR1"]
+    """Signals that make training finish its step, write ``restart.ckpt`` and exit
+    (SIGUSR1 is what SLURM sends with ``--signal=USR1@120`` before its time-out)."""
     loss: dict = {}
     """Filled from the top-level ``loss`` section of the options."""

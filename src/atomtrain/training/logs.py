@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
+
+from atomtrain.training.files import atomic_write_text
 
 
 logger = logging.getLogger("atomtrain")
 
 
 class CsvLog:
-    """Append one row per logged epoch to ``train.csv`` (header written once)."""
+    """``train.csv``: one row per logged epoch, rewritten atomically each time so
+    that a crash never leaves half a row. Rows past ``completed_epochs`` (logged
+    by a run that died before its next checkpoint) are dropped on restart."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, completed_epochs: int = 0):
         self.path = path
-        self.columns: list[str] | None = None
+        self.rows: list[dict] = []
         if os.path.exists(path):
             with open(path, newline="") as file:
-                header = next(csv.reader(file), None)
-            self.columns = header
+                self.rows = [
+                    row
+                    for row in csv.DictReader(file)
+                    if int(row.get("epoch") or 0) <= completed_epochs
+                ]
 
     def write(self, row: dict) -> None:
-        if self.columns is None:
-            self.columns = list(row)
-            with open(self.path, "w", newline="") as file:
-                csv.writer(file).writerow(self.columns)
-        with open(self.path, "a", newline="") as file:
-            csv.writer(file).writerow([_fmt(row.get(c, "")) for c in self.columns])
-            file.flush()
-            os.fsync(file.fileno())
+        self.rows.append({k: _fmt(v) for k, v in row.items()})
+        columns = list(dict.fromkeys(c for r in self.rows for c in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
 
 
 def _fmt(value) -> str:

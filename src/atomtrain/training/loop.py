@@ -1,4 +1,9 @@
-"""The one training loop every architecture uses (configured, never copied)."""
+"""The one training loop every architecture uses (configured, never copied).
+
+Its state is complete at every step boundary (model, optimiser, schedule, data
+order, partial epoch sums), so a run stopped by a signal or killed at any
+instant resumes from its last checkpoint to the same final weights.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import copy
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 import torch
@@ -25,6 +31,22 @@ from atomtrain.training.logs import CsvLog, epoch_line, logger
 from atomtrain.training.losses import normalised_errors, total_loss
 from atomtrain.training.metrics import Metrics
 from atomtrain.training.schedule import LearningRate
+from atomtrain.training.signals import StopRequests
+
+
+RESTART_CHECKPOINT = "restart.ckpt"
+
+
+class TrainingStopped(Exception):
+    """Raised after a stop signal, once a resumable checkpoint is written."""
+
+    def __init__(self, signal_name: str, path: str, epoch: int, step: int):
+        super().__init__(
+            f"training stopped by {signal_name} during epoch {epoch + 1} after "
+            f"step {step}; the state is saved in {path}. Resume with the same "
+            f"command plus '--restart {path}' (or '--restart auto')."
+        )
+        self.path = path
 
 
 def _batches(n: int, batch_size: int, seed: int | None) -> List[List[int]]:
@@ -35,22 +57,80 @@ def _batches(n: int, batch_size: int, seed: int | None) -> List[List[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+@dataclass
+class EpochProgress:
+    """What the current epoch has done so far (saved for mid-epoch resumes)."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    count: int = 0
+    metric_sums: Dict[tuple, list] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "loss_sum": self.loss_sum,
+            "count": self.count,
+            "metric_sums": [[*k, *v] for k, v in self.metric_sums.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EpochProgress:
+        sums = {(r[0], r[1]): list(r[2:]) for r in data["metric_sums"]}
+        return cls(data["step"], data["loss_sum"], data["count"], sums)
+
+
+@dataclass
+class Batchwise:
+    """Everything a step needs that does not change during training."""
+
+    model: ModelInterface
+    requests: list
+    dtype: torch.dtype
+    device: torch.device
+    scales: Dict[str, torch.Tensor]
+    loss_options: dict
+
+    def loss(self, batch: List[Structure], training: bool):
+        model = self.model
+        targets = model.dataset_info.targets
+
+        def call(systems, outputs):
+            return model(systems, outputs, None)
+
+        dtype, device = self.dtype, self.device
+        predictions = predict(
+            call, batch, self.requests, targets, dtype, device, training=training
+        )
+        reference = references(batch, targets, dtype, device)
+        n_atoms = torch.tensor([len(s) for s in batch], dtype=dtype, device=device)
+        volumes = torch.stack([torch.det(s.cell).abs() for s in batch]).to(
+            device=device, dtype=dtype
+        )
+        errors = normalised_errors(predictions, reference, targets, n_atoms)
+        loss = total_loss(errors, self.loss_options, self.scales, volumes / n_atoms)
+        return loss, errors
+
+
 class StandardTrainer(TrainerInterface[TrainingHypers]):
     """AdamW, warmup + cosine/plateau schedule, gradient clipping, per-target
     weighted losses, metrics in physical units, best-model selection on the
-    validation loss, and checkpoints every ``checkpoint_interval`` epochs."""
+    validation loss, checkpoints every ``checkpoint_interval`` epochs and a
+    resumable ``restart.ckpt`` after every epoch and on stop signals."""
 
     __checkpoint_version__ = 1
 
     def __init__(self, hypers: TrainingHypers):
         super().__init__(hypers)
         self.epoch = 0  # epochs completed
+        self.progress = EpochProgress()
         self.state: Dict[str, Any] | None = None  # restored on restart
         self.best_loss = math.inf
         self.best_state: Dict[str, torch.Tensor] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedule: LearningRate | None = None
         self.shuffle_seed: int | None = None
+        self.nonfinite_steps = 0
 
     # ------------------------------------------------------------------ train
     def train(
@@ -63,10 +143,35 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         checkpoint_dir: str,
     ) -> None:
         hypers = self.hypers
-        device = devices[0]
         train = [s for dataset in train_datasets for s in dataset]
         val = [s for dataset in val_datasets for s in dataset]
-        targets = model.dataset_info.targets
+        steps = self._prepare(model, dtype, devices[0], train, val)
+        csv_log = CsvLog(os.path.join(checkpoint_dir, "train.csv"), self.epoch)
+        started = time.perf_counter()
+        restart_path = os.path.join(checkpoint_dir, RESTART_CHECKPOINT)
+        with StopRequests(list(hypers.get("stop_signals", []))) as stop:
+            for epoch in range(self.epoch, hypers["num_epochs"]):
+                model.train()
+                batches = _batches(
+                    len(train), hypers["batch_size"], self.shuffle_seed + epoch
+                )
+                for indices in batches[self.progress.step :]:
+                    self._step(steps, [train[i] for i in indices])
+                    if stop.received:
+                        self.save_checkpoint(model, restart_path)
+                        raise TrainingStopped(
+                            stop.received, restart_path, epoch, self.progress.step
+                        )
+                self._end_epoch(steps, val, csv_log, started)
+                self.save_checkpoint(model, restart_path)
+                if self.epoch % hypers["checkpoint_interval"] == 0:
+                    self.save_checkpoint(
+                        model, os.path.join(checkpoint_dir, f"model_{self.epoch}.ckpt")
+                    )
+                if stop.received:
+                    raise TrainingStopped(stop.received, restart_path, self.epoch, 0)
+
+    def _prepare(self, model, dtype, device, train, val) -> Batchwise:
         requests = model.requested_neighbor_lists()
         started = time.perf_counter()
         compute_neighbors(train + val, requests)
@@ -82,139 +187,119 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             for m in model.modules()
             if isinstance(m, TargetBaseline)
         }
-        for name in targets:
+        for name in model.dataset_info.targets:
             scales.setdefault(name, torch.ones(1, dtype=dtype, device=device))
-
-        batches_per_epoch = math.ceil(len(train) / hypers["batch_size"])
+        hypers = self.hypers
         self.optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=hypers["learning_rate"],
             weight_decay=hypers["weight_decay"],
         )
-        self.schedule = LearningRate(hypers, batches_per_epoch)
+        self.schedule = LearningRate(
+            hypers, math.ceil(len(train) / hypers["batch_size"])
+        )
         if self.state is not None:
             self.optimizer.load_state_dict(self.state["optimizer_state_dict"])
             self.schedule.load_state_dict(self.state["schedule_state"])
+            self.state = None
         if self.shuffle_seed is None:
             self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        return Batchwise(model, requests, dtype, device, scales, hypers.get("loss", {}))
 
-        csv_log = CsvLog(os.path.join(checkpoint_dir, "train.csv"))
-        loss_options = hypers.get("loss", {})
-        call = lambda systems, outputs: model(systems, outputs, None)  # noqa: E731
+    def _step(self, steps: Batchwise, batch: List[Structure]) -> None:
+        """One optimiser step; non-finite losses or gradients skip it."""
+        model, hypers = steps.model, self.hypers
+        self.schedule.apply(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, errors = steps.loss(batch, training=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(),
+                hypers["grad_clip_norm"] if hypers["grad_clip_norm"] > 0 else math.inf,
+            )
+            finite = bool(torch.isfinite(norm))
+        if finite:
+            self.optimizer.step()
+            metrics = Metrics(model.dataset_info.targets)
+            metrics.sums = self.progress.metric_sums
+            metrics.update(errors)
+            self.progress.loss_sum += float(loss.detach()) * len(batch)
+            self.progress.count += len(batch)
+        else:
+            self._skip_nonfinite(batch)
+        self.schedule.step()
+        self.progress.step += 1
 
-        for epoch in range(self.epoch, hypers["num_epochs"]):
-            model.train()
-            train_metrics = Metrics(targets)
-            train_loss_sum = 0.0
-            for indices in _batches(
-                len(train), hypers["batch_size"], self.shuffle_seed + epoch
-            ):
-                batch = [train[i] for i in indices]
-                self.schedule.apply(self.optimizer)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, errors = self._loss(
-                    call,
-                    batch,
-                    requests,
-                    targets,
-                    dtype,
-                    device,
-                    loss_options,
-                    scales,
-                    True,
-                )
-                loss.backward()
-                if hypers["grad_clip_norm"] > 0:
-                    torch.nn.utils.clip_grad_norm_(
-                        model.parameters(), hypers["grad_clip_norm"]
-                    )
-                self.optimizer.step()
-                self.schedule.step()
-                train_metrics.update(errors)
-                train_loss_sum += float(loss.detach()) * len(batch)
-            self.epoch = epoch + 1
-
-            model.eval()
-            val_metrics = Metrics(targets)
-            val_loss_sum = 0.0
-            for indices in _batches(len(val), hypers["batch_size"], None):
-                batch = [val[i] for i in indices]
-                loss, errors = self._loss(
-                    call,
-                    batch,
-                    requests,
-                    targets,
-                    dtype,
-                    device,
-                    loss_options,
-                    scales,
-                    False,
-                )
-                val_metrics.update(errors)
-                val_loss_sum += float(loss) * len(batch)
-            val_loss = val_loss_sum / max(1, len(val))
-            train_loss = train_loss_sum / max(1, len(train))
-            if not math.isfinite(train_loss):
-                raise UserError(
-                    f"the training loss became {train_loss} at epoch {self.epoch}. "
-                    "Lower architecture.training.learning_rate or check the data "
-                    "for outliers."
-                )
-            self.schedule.end_epoch(val_loss)
-            if val and val_loss < self.best_loss:
-                self.best_loss = val_loss
-                self.best_state = copy.deepcopy(model.state_dict())
-
-            if (
-                self.epoch % hypers["log_interval"] == 0
-                or self.epoch == hypers["num_epochs"]
-            ):
-                train_report = {"loss": train_loss, **train_metrics.report()}
-                val_report = {"loss": val_loss, **val_metrics.report()} if val else {}
-                logger.info(
-                    epoch_line(
-                        self.epoch, self.schedule.value(), train_report, val_report
-                    )
-                )
-                row = {
-                    "epoch": self.epoch,
-                    "learning_rate": self.schedule.value(),
-                    "time_s": time.perf_counter() - started,
-                }
-                row.update({f"train {k}": v for k, v in train_report.items()})
-                row.update({f"val {k}": v for k, v in val_report.items()})
-                csv_log.write(row)
-            if self.epoch % hypers["checkpoint_interval"] == 0:
-                self.save_checkpoint(
-                    model, os.path.join(checkpoint_dir, f"model_{self.epoch}.ckpt")
-                )
-
-    def _loss(
-        self,
-        call,
-        batch,
-        requests,
-        targets,
-        dtype,
-        device,
-        loss_options,
-        scales,
-        training,
-    ):
-        predictions = predict(
-            call, batch, requests, targets, dtype, device, training=training
+    def _skip_nonfinite(self, batch: List[Structure]) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_steps += 1
+        sources = ", ".join(s.source or "?" for s in batch)
+        limit = self.hypers.get("max_nonfinite_steps", 10)
+        if self.nonfinite_steps > limit:
+            raise UserError(
+                f"the loss or its gradients were NaN or infinite in "
+                f"{self.nonfinite_steps} steps (limit "
+                f"architecture.training.max_nonfinite_steps = {limit}); the last "
+                f"batch held the structures {sources}. Check these structures "
+                "for outliers or lower the learning rate."
+            )
+        logger.warning(
+            f"warning: skipped a step with a NaN/Inf loss or gradient "
+            f"({self.nonfinite_steps}/{limit}); structures: {sources}"
         )
-        reference = references(batch, targets, dtype, device)
-        n_atoms = torch.tensor([len(s) for s in batch], dtype=dtype, device=device)
-        volumes = torch.stack([torch.det(s.cell).abs() for s in batch]).to(
-            device=device, dtype=dtype
-        )
-        errors = normalised_errors(predictions, reference, targets, n_atoms)
-        loss = total_loss(errors, loss_options, scales, volumes / n_atoms)
-        return loss, errors
+
+    def _end_epoch(self, steps: Batchwise, val, csv_log: CsvLog, started) -> None:
+        model, hypers = steps.model, self.hypers
+        targets = model.dataset_info.targets
+        self.epoch += 1
+        train_metrics = Metrics(targets)
+        train_metrics.sums = self.progress.metric_sums
+        train_loss = self.progress.loss_sum / max(1, self.progress.count)
+        self.progress = EpochProgress()
+
+        model.eval()
+        val_metrics = Metrics(targets)
+        val_loss_sum = 0.0
+        for indices in _batches(len(val), hypers["batch_size"], None):
+            batch = [val[i] for i in indices]
+            loss, errors = steps.loss(batch, training=False)
+            val_metrics.update(errors)
+            val_loss_sum += float(loss) * len(batch)
+        val_loss = val_loss_sum / max(1, len(val))
+        self.schedule.end_epoch(val_loss)
+        if val and math.isfinite(val_loss) and val_loss < self.best_loss:
+            self.best_loss = val_loss
+            self.best_state = copy.deepcopy(model.state_dict())
+
+        if (
+            self.epoch % hypers["log_interval"] == 0
+            or self.epoch == hypers["num_epochs"]
+        ):
+            train_report = {"loss": train_loss, **train_metrics.report()}
+            val_report = {"loss": val_loss, **val_metrics.report()} if val else {}
+            logger.info(
+                epoch_line(self.epoch, self.schedule.value(), train_report, val_report)
+            )
+            row = {
+                "epoch": self.epoch,
+                "learning_rate": self.schedule.value(),
+                "time_s": time.perf_counter() - started,
+            }
+            row.update({f"train {k}": v for k, v in train_report.items()})
+            row.update({f"val {k}": v for k, v in val_report.items()})
+            csv_log.write(row)
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, model: ModelInterface, path: str) -> None:
+        """Write model and trainer state; never over a good file with NaN weights."""
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise UserError(
+                f"the model weights contain NaN or Inf values: {path} was not "
+                "written, so the previous checkpoint stays intact. Lower the "
+                "learning rate or check the data for outliers."
+            )
         checkpoint = {
             "architecture_name": architecture_of_module(type(model).__module__),
             "atomtrain_version": __version__,
@@ -222,6 +307,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "trainer_ckpt_version": self.__checkpoint_version__,
             "train_hypers": self.hypers,
             "epoch": self.epoch,
+            "epoch_progress": self.progress.to_dict(),
             "optimizer_state_dict": (
                 self.optimizer.state_dict() if self.optimizer is not None else None
             ),
@@ -231,6 +317,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "best_loss": self.best_loss,
             "best_model_state_dict": self.best_state,
             "shuffle_seed": self.shuffle_seed,
+            "nonfinite_steps": self.nonfinite_steps,
         }
         atomic_save(checkpoint, path)
 
@@ -245,6 +332,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             trainer.best_loss = checkpoint["best_loss"]
             trainer.best_state = checkpoint["best_model_state_dict"]
             trainer.shuffle_seed = checkpoint["shuffle_seed"]
+            trainer.nonfinite_steps = checkpoint.get("nonfinite_steps", 0)
+            if checkpoint.get("epoch_progress"):
+                trainer.progress = EpochProgress.from_dict(checkpoint["epoch_progress"])
             if checkpoint["optimizer_state_dict"] is not None:
                 trainer.state = checkpoint
         return trainer
