@@ -111,6 +111,11 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
         state = checkpoint["model_state_dict"]
         if context == "export" and checkpoint.get("best_model_state_dict"):
             state = checkpoint["best_model_state_dict"]
+        # take the checkpoint's precision first: loading float64 weights into a
+        # float32 model would round them, and a restart would not be exact
+        dtypes = [t.dtype for t in state.values() if t.is_floating_point()]
+        if dtypes:
+            model.to(dtypes[0])
         model.load_state_dict(state)
         return model
 

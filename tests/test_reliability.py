@@ -1,0 +1,99 @@
+"""Interrupted runs lose nothing: kills, stop signals, NaN steps."""
+
+import csv
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from kill_harness import (
+    ATOMTRAIN,
+    all_checkpoints_readable,
+    final_checkpoint,
+    kill_and_resume,
+    prepare,
+    run_to_end,
+    same_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("reference"))
+    prepare(folder)
+    assert run_to_end(folder) == 0
+    return final_checkpoint(folder)
+
+
+def test_kill_9_three_times_then_resume_gives_identical_weights(tmp_path, reference):
+    folder = str(tmp_path)
+    prepare(folder)
+    kill_and_resume(folder, kills=3, seed=1)
+    assert all_checkpoints_readable(folder)
+    assert same_weights(final_checkpoint(folder), reference)
+    (run,) = {os.path.dirname(p) for p in glob.glob(f"{folder}/outputs/*/*/model.ckpt")}
+    with open(os.path.join(run, "train.csv")) as file:
+        epochs = [row["epoch"] for row in csv.DictReader(file)]
+    assert epochs == [str(e) for e in range(1, 7)]  # no row lost or repeated
+
+
+def test_sigterm_writes_checkpoint_and_resumes_exactly(tmp_path, reference):
+    folder = str(tmp_path)
+    prepare(folder, epochs=6)
+    process = subprocess.Popen(
+        [*ATOMTRAIN, "train", "options.yaml"],
+        cwd=folder,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # wait for the first epoch to be logged, then ask the run to stop
+    deadline = time.time() + 120
+    while not glob.glob(f"{folder}/outputs/*/*/restart.ckpt"):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 75, output
+    assert "training stopped by SIGTERM" in output and "--restart" in output
+    (restart,) = glob.glob(f"{folder}/outputs/*/*/restart.ckpt")
+    assert torch.load(restart, weights_only=True)["epoch"] < 6
+    assert run_to_end(folder) == 0
+    assert same_weights(final_checkpoint(folder), reference)
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch, caplog):
+    from atomtrain.cli import main
+    from atomtrain.training import loop
+
+    prepare(str(tmp_path), epochs=2)
+    monkeypatch.chdir(tmp_path)
+    original = loop.Batchwise.loss
+    calls = {"n": 0}
+
+    def sometimes_nan(self, batch, training):
+        loss, errors = original(self, batch, training)
+        calls["n"] += 1
+        if training and calls["n"] in (2, 3):
+            loss = loss * float("nan")
+        return loss, errors
+
+    monkeypatch.setattr(loop.Batchwise, "loss", sometimes_nan)
+    assert main(["train", "options.yaml"]) == 0
+    assert caplog.text.count("skipped a step with a NaN/Inf loss") == 2
+    assert "ethanol.xyz:" in caplog.text  # names the structures of the batch
+
+    monkeypatch.setattr(
+        loop.Batchwise,
+        "loss",
+        lambda self, batch, training: (
+            original(self, batch, training)[0] * float("inf"),
+            {},
+        ),
+    )
+    assert main(["train", "options.yaml", "-o",
+                 "architecture.training.max_nonfinite_steps=3"]) == 1  # fmt: skip
