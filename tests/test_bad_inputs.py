@@ -108,11 +108,11 @@ def structure_without_atoms():
     write_yaml("bad.yaml", options({"systems": "holes.xyz", "targets": TARGETS}))
 
 
-def key_missing_in_one_structure():
-    frames = ethanol_frames(5)
-    frames[3].calc = None  # no energy and no forces in structure 3
-    ase.io.write("partial.xyz", frames)
-    write_yaml("bad.yaml", options({"systems": "partial.xyz", "targets": TARGETS}))
+def overlapping_atoms():
+    frames = ethanol_frames()
+    frames[4].positions[2] = frames[4].positions[1] + 0.01
+    ase.io.write("close.xyz", frames)
+    write_yaml("bad.yaml", options({"systems": "close.xyz", "targets": TARGETS}))
 
 
 def nan_energy():
@@ -206,12 +206,7 @@ CASES = {
     "missing energy key": (
         train_on({"systems": "ethanol.xyz", "targets": {"energy": {"key": "U0"}}}),
         ["train", "bad.yaml"],
-        ["structure 0 of 'ethanol.xyz' has no key 'U0'", "Keys present"],
-    ),
-    "key missing in one structure": (
-        key_missing_in_one_structure,
-        ["train", "bad.yaml"],
-        ["structure 3 of 'partial.xyz' has no key 'energy'"],
+        ["no structure of 'ethanol.xyz' has the key 'U0'", "Keys present"],
     ),
     "missing forces key": (
         train_on(
@@ -221,7 +216,7 @@ CASES = {
             }
         ),
         ["train", "bad.yaml"],
-        ["structure 0 of 'ethanol.xyz' has no key 'force'", "forces of 'energy'"],
+        ["no structure of 'ethanol.xyz' has the key 'force'", "forces of 'energy'"],
     ),
     "forces of the wrong shape": (
         train_on(
@@ -229,6 +224,11 @@ CASES = {
         ),
         ["train", "bad.yaml"],
         ["'ethanol.xyz'", "expected shape (9, 3)"],
+    ),
+    "atoms closer than 0.1 Å": (
+        overlapping_atoms,
+        ["train", "bad.yaml"],
+        ["structure 4 of 'close.xyz'", "atoms 1 and 2", "apart"],
     ),
     "nan energy": (
         nan_energy,
@@ -370,7 +370,7 @@ CASES = {
     "eval with a missing key": (
         eval_options_with_missing_key,
         ["eval", "model.pt", "eval.yaml"],
-        ["structure 0 of 'ethanol.xyz' has no key 'U0'"],
+        ["no structure of 'ethanol.xyz' has the key 'U0'"],
     ),
     "eval with an unknown atomic type": (
         unknown_types,

@@ -97,3 +97,37 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch, caplog):
     )
     assert main(["train", "options.yaml", "-o",
                  "architecture.training.max_nonfinite_steps=3"]) == 1  # fmt: skip
+
+
+def test_missing_labels_are_masked_and_counted(tmp_path, monkeypatch, caplog):
+    """Structures lacking a label are left out of that label's loss and metrics."""
+    import logging
+
+    import ase.io
+    import numpy as np
+    import yaml
+
+    from atomtrain.cli import main
+
+    prepare(str(tmp_path), epochs=1)
+    monkeypatch.chdir(tmp_path)
+    frames = ase.io.read("ethanol.xyz", ":")
+    for atoms in frames[:4]:  # four structures without forces
+        forces = atoms.calc.results.pop("forces")
+    frames[5].calc = None  # one without any label
+    ase.io.write("partial.xyz", frames)
+    options = yaml.safe_load(open("options.yaml"))
+    options["training_set"]["systems"] = "partial.xyz"
+    options["validation_set"] = 0.0
+    yaml.safe_dump(options, open("options.yaml", "w"))
+    with caplog.at_level(logging.INFO, logger="atomtrain"):
+        assert main(["train", "options.yaml"]) == 0
+    assert "forces of 'energy': 5 of 24 structures" in caplog.text
+    assert "target 'energy': 1 of 24 structures" in caplog.text
+    # the metrics count only labelled structures: eval scores what is there
+    with open("eval.yaml", "w") as file:
+        yaml.safe_dump(options["training_set"], file)
+    assert main(["eval", "model.pt", "eval.yaml", "-o", "p.xyz"]) == 0
+    metrics = yaml.safe_load(open("p_metrics.json"))
+    assert np.isfinite(metrics["forces MAE (meV/Å)"])
+    assert forces.shape == (9, 3)

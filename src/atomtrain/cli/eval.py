@@ -144,18 +144,9 @@ def evaluate_structures(
         batch = structures[start : start + batch_size]
         prediction = predict(call, batch, requests, info.targets, dtype, device)
         predictions.append(prediction)
-        scored = {
-            n: t for n, t in info.targets.items() if all(n in s.targets for s in batch)
-        }
-        if scored:
-            reference = references(batch, scored, dtype, device)
-            n_atoms = torch.tensor([len(s) for s in batch], dtype=dtype, device=device)
-            only = Batch(
-                {n: prediction.values[n] for n in scored},
-                {n: v for n, v in prediction.forces.items() if n in scored},
-                {n: v for n, v in prediction.stress.items() if n in scored},
-            )
-            metrics.update(normalised_errors(only, reference, scored, n_atoms))
+        reference = references(batch, info.targets, dtype, device)
+        n_atoms = torch.tensor([len(s) for s in batch], dtype=dtype, device=device)
+        metrics.update(normalised_errors(prediction, reference, info.targets, n_atoms))
     report = metrics.report()
     if report:
         width = max(len(k) for k in report)

@@ -101,15 +101,16 @@ def _check_shape(array, shape, path, index, key, what):
 
 
 def resolve_auto_gradients(dataset_options: dict, frames_of) -> dict:
-    """Gradients marked ``auto`` are read when the first structure has the key."""
+    """Gradients marked ``auto`` are read when any structure has the key."""
     for target in dataset_options["targets"].values():
         for gradient in ("forces", "stress", "virial"):
             options = target.get(gradient)
             if options and options.get("auto"):
-                first = frames_of(options["read_from"])[0]
+                frames = frames_of(options["read_from"])
+                present = any(_lookup(f, options["key"]) is not None for f in frames)
                 target[gradient] = (
                     {"read_from": options["read_from"], "key": options["key"]}
-                    if _lookup(first, options["key"]) is not None
+                    if present
                     else False
                 )
         if target.get("stress") and target.get("virial"):
@@ -176,26 +177,79 @@ def read_structures(
                 target_path,
                 index,
             )
+        _check_distances(structure, path, index)
         structures.append(structure)
+    for name, options in dataset_options["targets"].items():
+        _check_coverage(structures, frames, name, options, path)
     return structures
 
 
+MIN_DISTANCE = 0.1  # Å: closer atoms are duplicates or broken data
+
+
+def _check_distances(structure: Structure, path: str, index: int) -> None:
+    import vesin
+
+    pairs, distances = vesin.NeighborList(cutoff=MIN_DISTANCE, full_list=False).compute(
+        points=structure.positions.numpy(),
+        box=structure.cell.numpy(),
+        periodic=structure.pbc.numpy(),
+        quantities="Pd",
+    )
+    if len(pairs):
+        i, j = (int(x) for x in pairs[0])
+        raise UserError(
+            f"structure {index} of '{path}': atoms {i} and {j} are "
+            f"{float(distances[0]):.3g} Å apart (less than {MIN_DISTANCE} Å). "
+            "Remove duplicated atoms, or check the length unit of this file."
+        )
+
+
+def _check_coverage(structures, frames, name, options, path) -> None:
+    """A label missing everywhere is a mistake (a wrong key); missing in some
+    structures is allowed, and reported."""
+    import logging
+
+    checks = [("targets", options["key"], f"target '{name}'")]
+    for gradient, field_name in (("forces", "forces"), ("stress", "stress"),
+                                 ("virial", "stress")):  # fmt: skip
+        if options.get(gradient):
+            checks.append(
+                (field_name, options[gradient]["key"], f"{gradient} of '{name}'")
+            )
+    for field_name, key, what in checks:
+        have = sum(name in getattr(s, field_name) for s in structures)
+        if have == 0:
+            raise UserError(
+                f"no structure of '{path}' has the key '{key}' (needed for {what}). "
+                f"Keys present in structure 0: {', '.join(_available_keys(frames[0]))}."
+                f" Set the right 'key' for {what} in your options."
+            )
+        if have < len(structures):
+            logging.getLogger("atomtrain").info(
+                f"{what}: {len(structures) - have} of {len(structures)} structures "
+                f"of '{path}' have no '{key}'; they are left out of its loss and "
+                "metrics"
+            )
+
+
 def _read_target(structure, atoms, name, options, info, length_factor, path, index):
+    """Read the labels of one target; a label whose key a structure lacks is
+    left out (a missing label, masked from loss and metrics)."""
     n_atoms = len(structure)
     where = f"target '{name}' in {path}"
     if info.is_energy:
         factor = conversion_factor(options["unit"], ENERGY_UNIT, f"{where}: unit")
     else:
         factor = 1.0  # non-energy targets keep the unit the user declared
-    value = _get(atoms, options["key"], path, index, f"target '{name}'") * factor
-    shape = (
-        (n_atoms, info.num_subtargets) if info.per_atom else (1, info.num_subtargets)
-    )
-    structure.targets[name] = torch.tensor(
-        _check_shape(value, shape, path, index, options["key"], f"target '{name}'")
-    )
+    if _lookup(atoms, options["key"]) is not None:
+        value = _get(atoms, options["key"], path, index, f"target '{name}'") * factor
+        shape = (n_atoms if info.per_atom else 1, info.num_subtargets)
+        structure.targets[name] = torch.tensor(
+            _check_shape(value, shape, path, index, options["key"], f"target '{name}'")
+        )
     forces = options.get("forces")
-    if forces:
+    if forces and _lookup(atoms, forces["key"]) is not None:
         array = _get(atoms, forces["key"], path, index, f"forces of '{name}'")
         array = _check_shape(
             array, (n_atoms, 3), path, index, forces["key"], f"forces of '{name}'"
@@ -203,11 +257,11 @@ def _read_target(structure, atoms, name, options, info, length_factor, path, ind
         structure.forces[name] = torch.tensor(array * factor / length_factor)
     stress = options.get("stress")
     virial = options.get("virial")
-    if stress:
+    if stress and _lookup(atoms, stress["key"]) is not None:
         array = _get(atoms, stress["key"], path, index, f"stress of '{name}'")
         array = _voigt_to_matrix(array, path, index, stress["key"])
         structure.stress[name] = torch.tensor(array * factor / length_factor**3)
-    elif virial:
+    elif virial and _lookup(atoms, virial["key"]) is not None:
         array = _get(atoms, virial["key"], path, index, f"virial of '{name}'")
         array = _voigt_to_matrix(array, path, index, virial["key"])
         volume = abs(float(torch.det(structure.cell)))

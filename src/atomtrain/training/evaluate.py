@@ -30,6 +30,25 @@ class Batch:
     values: Dict[str, torch.Tensor] = field(default_factory=dict)
     forces: Dict[str, torch.Tensor] = field(default_factory=dict)
     stress: Dict[str, torch.Tensor] = field(default_factory=dict)
+    # for references: which prediction rows each reference row belongs to, per
+    # (target, kind); structures without a label are left out (missing labels)
+    rows: Dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+
+def _labelled(structures, name, field_name, per_atom, device):
+    """Reference rows of structures that have the label, and their row indices."""
+    values, rows, offset = [], [], 0
+    for i, structure in enumerate(structures):
+        n_rows = len(structure) if per_atom else 1
+        label = getattr(structure, field_name).get(name)
+        if label is not None:
+            values.append(label)
+            rows.append(torch.arange(offset, offset + n_rows) if per_atom
+                        else torch.tensor([i]))  # fmt: skip
+        offset += n_rows
+    if not values:
+        return None, None
+    return values, torch.cat(rows).to(device)
 
 
 def references(
@@ -38,20 +57,19 @@ def references(
     dtype: torch.dtype,
     device: torch.device,
 ) -> Batch:
-    """The reference values of ``structures``, concatenated like predictions."""
+    """The labels of ``structures``, with the prediction rows they belong to."""
     batch = Batch()
-    for name in targets:
-        batch.values[name] = torch.cat([s.targets[name] for s in structures]).to(
-            device=device, dtype=dtype
-        )
-        if all(name in s.forces for s in structures):
-            batch.forces[name] = torch.cat([s.forces[name] for s in structures]).to(
-                device=device, dtype=dtype
-            )
-        if all(name in s.stress for s in structures):
-            batch.stress[name] = torch.stack([s.stress[name] for s in structures]).to(
-                device=device, dtype=dtype
-            )
+    for name, info in targets.items():
+        for kind, field_name, per_atom, join in (
+            ("values", "targets", info.per_atom, torch.cat),
+            ("forces", "forces", True, torch.cat),
+            ("stress", "stress", False, torch.stack),
+        ):
+            values, rows = _labelled(structures, name, field_name, per_atom, device)
+            if values is None:
+                continue
+            getattr(batch, kind)[name] = join(values).to(device=device, dtype=dtype)
+            batch.rows[(name, kind)] = rows
     return batch
 
 

@@ -107,8 +107,10 @@ class Batchwise:
         volumes = torch.stack([torch.det(s.cell).abs() for s in batch]).to(
             device=device, dtype=dtype
         )
-        errors = normalised_errors(predictions, reference, targets, n_atoms)
-        loss = total_loss(errors, self.loss_options, self.scales, volumes / n_atoms)
+        errors = normalised_errors(
+            predictions, reference, targets, n_atoms, volumes / n_atoms
+        )
+        loss = total_loss(errors, self.loss_options, self.scales)
         return loss, errors
 
 

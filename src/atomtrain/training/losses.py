@@ -31,19 +31,28 @@ def normalised_errors(
     references: Batch,
     targets: Dict[str, TargetInfo],
     n_atoms: torch.Tensor,
+    volume_per_atom: torch.Tensor | None = None,
 ) -> Dict[str, Dict[str, torch.Tensor]]:
     """Errors per target and kind ('values', 'forces', 'stress') in the data's
-    units; energies per atom."""
+    units, energies per atom, for the labelled rows only. ``_virial`` (stress
+    times volume per atom) is what the loss uses for stresses."""
     errors: Dict[str, Dict[str, torch.Tensor]] = {}
     for name, info in targets.items():
-        error = predictions.values[name] - references.values[name]
-        if info.is_energy and not info.per_atom:
-            error = error / n_atoms.unsqueeze(1)
-        errors[name] = {"values": error}
-        if name in predictions.forces and name in references.forces:
-            errors[name]["forces"] = predictions.forces[name] - references.forces[name]
-        if name in predictions.stress and name in references.stress:
-            errors[name]["stress"] = predictions.stress[name] - references.stress[name]
+        kinds: Dict[str, torch.Tensor] = {}
+        for kind in ("values", "forces", "stress"):
+            predicted = getattr(predictions, kind).get(name)
+            reference = getattr(references, kind).get(name)
+            if predicted is None or reference is None:
+                continue
+            rows = references.rows[(name, kind)]
+            error = predicted[rows] - reference
+            if kind == "values" and info.is_energy and not info.per_atom:
+                error = error / n_atoms[rows].unsqueeze(1)
+            kinds[kind] = error
+            if kind == "stress" and volume_per_atom is not None:
+                kinds["_virial"] = error * volume_per_atom[rows].view(-1, 1, 1)
+        if kinds:
+            errors[name] = kinds
     return errors
 
 
@@ -51,7 +60,6 @@ def total_loss(
     errors: Dict[str, Dict[str, torch.Tensor]],
     loss_options: Dict[str, dict],
     scales: Dict[str, torch.Tensor],
-    volume_per_atom: torch.Tensor,
 ) -> torch.Tensor:
     """Sum of weighted loss terms of every target and gradient; stress errors
     enter as virial per atom so that they share the energy's scale."""
@@ -60,14 +68,16 @@ def total_loss(
         options = loss_options.get(name, {})
         scale = scales[name]
         for kind, error in kinds.items():
+            if kind == "stress":
+                continue  # enters as _virial, on the energy's per-atom scale
+            kind = "stress" if kind == "_virial" else kind
             term_options = options if kind == "values" else options.get(kind, {})
             weight = term_options.get("weight", 1.0)
             if weight == 0.0:
                 continue
-            if kind == "stress":
-                error = error * volume_per_atom.view(-1, 1, 1)
             normalised = error / (scale if kind == "values" else scale.mean())
             term = weight * _term(normalised, term_options)
             total = term if total is None else total + term
-    assert total is not None, "no loss term: every weight is zero"
+    if total is None:  # no label in this batch has a non-zero weight
+        return torch.zeros((), requires_grad=True)
     return total

@@ -19,6 +19,8 @@ class Metrics:
     def update(self, errors: Dict[str, Dict[str, torch.Tensor]]) -> None:
         for name, kinds in errors.items():
             for kind, error in kinds.items():
+                if kind.startswith("_"):
+                    continue  # loss-only views of other errors
                 error = error.detach().double()
                 entry = self.sums.setdefault((name, kind), [0.0, 0.0, 0])
                 entry[0] += float(error.pow(2).sum())
