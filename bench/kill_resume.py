@@ -28,7 +28,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=60)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         reference_dir = os.path.join(folder, "reference")
@@ -36,7 +36,11 @@ def main():
         prepare(reference_dir, args.epochs)
         prepare(killed_dir, args.epochs)
         _, reference_s = timed(run_to_end, reference_dir)
-        delays, killed_s = timed(kill_and_resume, killed_dir, args.kills, args.seed)
+        # kill anywhere from start-up to the end of an uninterrupted run
+        window = (1.0, max(2.0, reference_s))
+        delays, killed_s = timed(
+            kill_and_resume, killed_dir, args.kills, args.seed, window
+        )
         checkpoints = all_checkpoints_readable(killed_dir)
         identical = same_weights(
             final_checkpoint(killed_dir), final_checkpoint(reference_dir)
