@@ -42,13 +42,13 @@ def _check(options) -> None:
     assert isinstance(result["seed"], int)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(KEYS), trees, max_size=6))
 def test_random_trees(tree):
     _check(tree)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(KEYS), trees, max_size=3))
 def test_random_changes_to_a_valid_file(changes):
     _check({**VALID, **changes})
@@ -66,7 +66,7 @@ overrides = st.lists(
 )  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(overrides)
 def test_random_overrides(items):
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from atomtrain.options.load import read_yaml
 from atomtrain.options.schema import DatasetSection
 from atomtrain.options.validation import validate
 from atomtrain.training.evaluate import Batch, predict, references
+from atomtrain.training.files import atomic_write_text
 from atomtrain.training.losses import normalised_errors
 from atomtrain.training.metrics import Metrics
 
@@ -209,7 +211,9 @@ def write_predictions(
                 atoms.calc = SinglePointCalculator(atoms, **results)
             frames.append(atoms)
             atom_offset += n
-    ase.io.write(path, frames, format="extxyz")
+    buffer = io.StringIO()
+    ase.io.write(buffer, frames, format="extxyz")
+    atomic_write_text(path, buffer.getvalue())
 
 
 def read_eval_structures(options_path: str, info: DatasetInfo) -> List[Structure]:
@@ -243,7 +247,6 @@ def run(args) -> int:
     )
     if report:
         metrics_path = os.path.splitext(args.output)[0] + "_metrics.json"
-        with open(metrics_path, "w") as file:
-            json.dump(report, file, indent=2)
+        atomic_write_text(metrics_path, json.dumps(report, indent=2))
         logger.info(f"metrics written to {metrics_path}")
     return 0

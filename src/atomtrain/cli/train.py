@@ -17,7 +17,7 @@ from atomtrain.data.dataset import load_datasets
 from atomtrain.errors import UserError
 from atomtrain.export import save_exported
 from atomtrain.options.load import apply_overrides, load_options, read_yaml
-from atomtrain.training.files import atomic_write_text
+from atomtrain.training.files import atomic_copy, atomic_write_text
 from atomtrain.training.loop import TrainingStopped
 from atomtrain.training.runs import find_resumable, new_run_dir
 
@@ -167,7 +167,7 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
     exported_path = os.path.join(output_dir, "model.pt")
     save_exported(export_model.export(), exported_path)
     for path in (checkpoint_path, exported_path):
-        shutil.copy(path, os.path.basename(path))
+        atomic_copy(path, os.path.basename(path))
     extensions = os.path.join(output_dir, "extensions")
     if os.path.isdir(extensions) and os.listdir(extensions):
         shutil.copytree(extensions, "extensions", dirs_exist_ok=True)

@@ -64,9 +64,8 @@ def apply_overrides(options: dict, overrides: list[str]) -> dict:
 
 
 def _datasets(section: Any) -> list:
-    if isinstance(section, list):
-        return section
-    return [section] if isinstance(section, dict) else []
+    sections = section if isinstance(section, list) else [section]
+    return [s for s in sections if isinstance(s, dict)]
 
 
 def expand_options(options: dict) -> dict:

@@ -26,3 +26,10 @@ def atomic_write(path: str, write: Callable) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def atomic_copy(source: str, destination: str) -> None:
+    """Copy a file so that ``destination`` is never seen half-written."""
+    with open(source, "rb") as file:
+        data = file.read()
+    atomic_write(destination, lambda out: out.write(data))
