@@ -164,7 +164,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         merged = self.dataset_info.union(dataset_info)
         if merged.to_dict() == self.dataset_info.to_dict():
             return self
-        new = SoapBpnn(self.hypers, merged)
+        new = SoapBpnn(self.hypers, merged).to(next(self.parameters()))
         position = [
             merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
         ]
@@ -183,4 +183,4 @@ class SoapBpnn(ModelInterface[ModelHypers]):
                     )
                     target.baseline.composition[index] = head.baseline.composition[old]
                 target.baseline.scale.copy_(head.baseline.scale)
-        return new.to(next(self.parameters()))
+        return new
