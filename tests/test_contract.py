@@ -33,7 +33,9 @@ def test_model_missing_methods_are_named():
         __supported_dtypes__ = [torch.float32]
         __default_metadata__ = None
 
-    with pytest.raises(TypeError, match="forward, restart, supported_outputs"):
+    with pytest.raises(
+        TypeError, match="forward, requested_neighbor_lists, restart, supported_outputs"
+    ):
         NoMethods({}, DatasetInfo([1], {}))
 
 

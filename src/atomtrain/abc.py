@@ -11,7 +11,13 @@ from typing import Any, Dict, Generic, List, Literal, Optional, TypeVar
 
 import torch
 from metatensor.torch import Labels, TensorMap
-from metatomic.torch import AtomisticModel, ModelMetadata, ModelOutput, System
+from metatomic.torch import (
+    AtomisticModel,
+    ModelMetadata,
+    ModelOutput,
+    NeighborListOptions,
+    System,
+)
 
 from atomtrain.data.info import DatasetInfo
 
@@ -86,6 +92,11 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
         """Predict the requested ``outputs`` for ``systems``."""
+
+    @abstractmethod
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        """Neighbour lists the model needs (computed once per training structure,
+        and by the simulation engine for exported models)."""
 
     @abstractmethod
     def supported_outputs(self) -> Dict[str, ModelOutput]:

@@ -16,8 +16,7 @@ def add_parser(commands) -> None:
         "upgrade",
         help="rewrite a checkpoint at the installed checkpoint versions",
         description="Run the architecture's checkpoint upgrades (model and "
-        "trainer) and write the result; the input file is left untouched unless "
-        "-o names it.",
+        "trainer) and write the result, in place unless -o names another file.",
     )
     parser.add_argument("checkpoint", help="checkpoint (.ckpt) to upgrade")
     parser.add_argument(
