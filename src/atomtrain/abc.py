@@ -120,8 +120,12 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
             DatasetInfo.from_dict(checkpoint["dataset_info"]),
         )
         state = checkpoint["model_state_dict"]
-        if context == "export" and checkpoint.get("best_model_state_dict"):
-            state = checkpoint["best_model_state_dict"]
+        if context == "export":  # best validated weights, else the average
+            state = (
+                checkpoint.get("best_model_state_dict")
+                or checkpoint.get("ema_state_dict")
+                or state
+            )
         # take the checkpoint's precision first: loading float64 weights into a
         # float32 model would round them, and a restart would not be exact
         dtypes = [t.dtype for t in state.values() if t.is_floating_point()]

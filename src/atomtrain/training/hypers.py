@@ -43,6 +43,15 @@ class TrainingHypers(TypedDict):
     """Write a log line and a CSV row every this many epochs."""
     checkpoint_interval: PositiveInt = 25
     """Write an intermediate checkpoint every this many epochs."""
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Decay of an exponential moving average of the weights, used for validation,
+    best-model selection and export (0 disables it; 0.99-0.999 are usual)."""
+    early_stopping_patience: NonNegativeInt = 0
+    """Stop when ``best_model_metric`` has not improved for this many epochs
+    (0 disables early stopping)."""
+    best_model_metric: str = "loss"
+    """Validation quantity that selects the best model (lower is better): "loss"
+    or a metric column such as "forces MAE (meV/Å)"."""
     max_nonfinite_steps: NonNegativeInt = 10
     """Steps whose loss or gradients are NaN/Inf are skipped with a warning;
     training stops with an error after this many of them."""

@@ -7,6 +7,7 @@ instant resumes from its last checkpoint to the same final weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -25,6 +26,7 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
 from atomtrain.training.baseline_fit import fit_baselines
 from atomtrain.training.checkpoints import atomic_save
+from atomtrain.training.ema import WeightAverage
 from atomtrain.training.evaluate import predict, references
 from atomtrain.training.hypers import TrainingHypers
 from atomtrain.training.logs import CsvLog, epoch_line, logger
@@ -133,6 +135,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.schedule: LearningRate | None = None
         self.shuffle_seed: int | None = None
         self.nonfinite_steps = 0
+        self.ema: WeightAverage | None = None
+        self.ema_state: Dict[str, torch.Tensor] | None = None  # restored on restart
+        self.epochs_without_improvement = 0
 
     # ------------------------------------------------------------------ train
     def train(
@@ -172,6 +177,13 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     )
                 if stop.received:
                     raise TrainingStopped(stop.received, restart_path, self.epoch, 0)
+                if self.should_stop_early():
+                    logger.info(
+                        f"early stopping after epoch {self.epoch}: "
+                        f"{hypers['best_model_metric']} has not improved for "
+                        f"{self.epochs_without_improvement} epochs"
+                    )
+                    break
 
     def _prepare(self, model, dtype, device, train, val) -> Batchwise:
         requests = model.requested_neighbor_lists()
@@ -206,6 +218,13 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             self.state = None
         if self.shuffle_seed is None:
             self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        if hypers.get("ema_decay", 0.0) > 0:
+            self.ema = WeightAverage(model, hypers["ema_decay"])
+            if self.ema_state is not None:
+                self.ema.average = {
+                    k: v.to(device=device, dtype=self.ema.average[k].dtype)
+                    for k, v in self.ema_state.items()
+                }
         return Batchwise(model, requests, dtype, device, scales, hypers.get("loss", {}))
 
     def _step(self, steps: Batchwise, batch: List[Structure]) -> None:
@@ -224,6 +243,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             finite = bool(torch.isfinite(norm))
         if finite:
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(model)
             metrics = Metrics(model.dataset_info.targets)
             metrics.sums = self.progress.metric_sums
             metrics.update(errors)
@@ -262,18 +283,18 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.progress = EpochProgress()
 
         model.eval()
-        val_metrics = Metrics(targets)
-        val_loss_sum = 0.0
-        for indices in _batches(len(val), hypers["batch_size"], None):
-            batch = [val[i] for i in indices]
-            loss, errors = steps.loss(batch, training=False)
-            val_metrics.update(errors)
-            val_loss_sum += float(loss) * len(batch)
-        val_loss = val_loss_sum / max(1, len(val))
-        self.schedule.end_epoch(val_loss)
-        if val and math.isfinite(val_loss) and val_loss < self.best_loss:
-            self.best_loss = val_loss
-            self.best_state = copy.deepcopy(model.state_dict())
+        with self.ema.swapped_in(model) if self.ema else contextlib.nullcontext():
+            val_metrics = Metrics(targets)
+            val_loss_sum = 0.0
+            for indices in _batches(len(val), hypers["batch_size"], None):
+                batch = [val[i] for i in indices]
+                loss, errors = steps.loss(batch, training=False)
+                val_metrics.update(errors)
+                val_loss_sum += float(loss) * len(batch)
+            val_loss = val_loss_sum / max(1, len(val))
+            self.schedule.end_epoch(val_loss)
+            if val:
+                self._select_best(model, {"loss": val_loss, **val_metrics.report()})
 
         if (
             self.epoch % hypers["log_interval"] == 0
@@ -292,6 +313,28 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             row.update({f"train {k}": v for k, v in train_report.items()})
             row.update({f"val {k}": v for k, v in val_report.items()})
             csv_log.write(row)
+
+    def _select_best(self, model, report: dict) -> None:
+        """Keep the weights with the lowest ``best_model_metric`` and count the
+        epochs without improvement (for early stopping)."""
+        metric = self.hypers.get("best_model_metric", "loss")
+        if metric not in report:
+            raise UserError(
+                f"architecture.training.best_model_metric is '{metric}', which is "
+                f"not a validation metric of this run. Choose one of: "
+                f"{', '.join(repr(k) for k in report)}."
+            )
+        value = report[metric]
+        if math.isfinite(value) and value < self.best_loss:
+            self.best_loss = value
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+
+    def should_stop_early(self) -> bool:
+        patience = self.hypers.get("early_stopping_patience", 0)
+        return patience > 0 and self.epochs_without_improvement >= patience
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, model: ModelInterface, path: str) -> None:
@@ -320,6 +363,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "best_model_state_dict": self.best_state,
             "shuffle_seed": self.shuffle_seed,
             "nonfinite_steps": self.nonfinite_steps,
+            "ema_state_dict": self.ema.average if self.ema is not None else None,
+            "epochs_without_improvement": self.epochs_without_improvement,
         }
         atomic_save(checkpoint, path)
 
@@ -335,6 +380,10 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             trainer.best_state = checkpoint["best_model_state_dict"]
             trainer.shuffle_seed = checkpoint["shuffle_seed"]
             trainer.nonfinite_steps = checkpoint.get("nonfinite_steps", 0)
+            trainer.ema_state = checkpoint.get("ema_state_dict")
+            trainer.epochs_without_improvement = checkpoint.get(
+                "epochs_without_improvement", 0
+            )
             if checkpoint.get("epoch_progress"):
                 trainer.progress = EpochProgress.from_dict(checkpoint["epoch_progress"])
             if checkpoint["optimizer_state_dict"] is not None:
