@@ -109,7 +109,9 @@ class Report:
                 text += f": {_one_line(result.detail)}"
             lines.append(text)
             if not result.passed and result.fix:
-                lines.append(f"        {' ' * width}  how to fix: {_one_line(result.fix)}")
+                lines.append(
+                    f"        {' ' * width}  how to fix: {_one_line(result.fix)}"
+                )
         failed = [r.criterion for r in self.results if not r.passed]
         total = len(self.results)
         if failed:
@@ -180,9 +182,7 @@ class _Context:
     def documentation(self):
         from atomtrain.architectures.registry import import_documentation
 
-        return self.once(
-            "documentation", lambda: import_documentation(self.spec.name)
-        )
+        return self.once("documentation", lambda: import_documentation(self.spec.name))
 
     def folder(self) -> Optional[str]:
         from atomtrain.architectures.stages import package_folder
@@ -206,8 +206,7 @@ class _Context:
         except Exception as error:
             raise _Fail(
                 f"the architecture does not import: {_describe_error(error)}",
-                "fix the error above (try 'python -c \"import "
-                f"{self.spec.module}\"').",
+                f"fix the error above (try 'python -c \"import {self.spec.module}\"').",
             ) from None
         model_class = architecture.__model__
         try:

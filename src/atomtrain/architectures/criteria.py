@@ -8,6 +8,7 @@ import glob
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -94,18 +95,18 @@ class TrainingRun:
             yaml.safe_dump(options, file)
         stderr = io.StringIO()
         cwd = os.getcwd()
+        # the report card is the output: the run's log goes to its train.log only
+        log = logging.getLogger("atomtrain")
+        propagate, log.propagate = log.propagate, False
         try:
             os.chdir(self.folder)
-            # the report card is the output: keep the run's log in its train.log
-            with (
-                contextlib.redirect_stderr(stderr),
-                contextlib.redirect_stdout(io.StringIO()),
-            ):
+            with contextlib.redirect_stderr(stderr):
                 code = main(["train", "options.yaml", "--output-dir", "run"])
         except Exception as error:  # a crash of the architecture is a finding
             code, self.error = 1, f"{type(error).__name__}: {error}"
         finally:
             os.chdir(cwd)
+            log.propagate = propagate
         if code != 0 and self.error is None:
             self.error = stderr.getvalue().strip() or f"exit code {code}"
 
