@@ -15,7 +15,6 @@ import glob
 import importlib.util
 import inspect
 import logging
-import math
 import os
 import re
 import shutil
@@ -362,8 +361,12 @@ def _errors(model, structures, dtype, fit: bool = False, call=None) -> dict:
 
 def _lenient_defaults(cls) -> dict:
     """Defaults of a hypers class, leaving out typed fields without one."""
-    from atomtrain.architectures.hypers import _MISSING, defaults_of, is_typed
-    from atomtrain.architectures.hypers import typed_default
+    from atomtrain.architectures.hypers import (
+        _MISSING,
+        defaults_of,
+        is_typed,
+        typed_default,
+    )
 
     if not is_typed(cls):
         return defaults_of(cls)
