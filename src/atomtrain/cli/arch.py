@@ -83,7 +83,7 @@ def run_docs(args) -> int:
 
 
 def run_check(args) -> int:
-    from atomtrain.architectures.criteria import check_architecture
+    from atomtrain.architectures.check import check_architecture
 
     report = check_architecture(args.name)
     print(report.render())
@@ -91,7 +91,7 @@ def run_check(args) -> int:
 
 
 def run_new(args) -> int:
-    from atomtrain.architectures.template import scaffold
+    from atomtrain.architectures.scaffold import scaffold
 
     path = scaffold(args.name, args.dir, args.plugin)
     print(f"created architecture '{args.name}' in {path}")
