@@ -1,0 +1,1 @@
+"""Deprecated architectures (registry names ``deprecated.NAME``)."""

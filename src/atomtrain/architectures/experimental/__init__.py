@@ -1,0 +1,1 @@
+"""Experimental architectures (registry names ``experimental.NAME``)."""
