@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 
 from atomtrain.data.dataset import read_dataset
 from atomtrain.options.expand import expand_dataset
@@ -32,3 +33,12 @@ def read_resource():
         return read_dataset(section, {})
 
     return read
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: tiny models run faster and reproducibly on small CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

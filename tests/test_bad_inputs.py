@@ -21,14 +21,6 @@ SMALL_MODEL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def options(training_set=None, **extra) -> dict:
     return {
         "architecture": {

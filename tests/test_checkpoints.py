@@ -35,14 +35,6 @@ SMALL_MODEL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Folder with ethanol.xyz, options.yaml and a real v1 model.ckpt (1 epoch)."""

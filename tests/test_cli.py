@@ -35,15 +35,6 @@ CARBON_TARGETS = {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "f
 RUN_FILES = ("train.log", "train.csv", "options_restart.yaml", "model.ckpt", "model.pt")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models run faster and reproducibly on small CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_subset(resource: str, destination: str, index: str) -> list:
     frames = ase.io.read(os.path.join(RESOURCES, resource), index)
     ase.io.write(destination, frames)

@@ -15,7 +15,6 @@ from atomtrain.cli import main
 def run(tmp_path, monkeypatch):
     prepare(str(tmp_path), epochs=4)
     monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(1)
 
     def train(*overrides, output="run", restart=None):
         args = ["train", "options.yaml", "--output-dir", output]
