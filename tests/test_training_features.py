@@ -93,3 +93,47 @@ def test_best_model_metric(run, capsys):
     )
     assert "'forces MAE (meV/Å)'" in capsys.readouterr().err
     assert glob.glob("outputs/*/*")  # the bad metric is found after one epoch
+
+
+def test_batches_bounded_in_atoms():
+    from atomtrain.training.loop import _batches
+
+    sizes = [9, 192, 9, 9, 30, 9, 250, 4]
+    batches = _batches(sizes, 2, seed=3, max_atoms=40)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    for batch in batches:  # bounded, except a structure larger than the bound
+        assert sum(sizes[i] for i in batch) <= 40 or len(batch) == 1
+    assert batches == _batches(sizes, 2, seed=3, max_atoms=40)  # reproducible
+    assert [len(b) for b in _batches(sizes, 3, None)] == [3, 3, 2]
+
+
+def test_training_with_atom_bounded_batches_restarts_exactly(run):
+    bounded = ("max_atoms_per_batch=30", "scheduler=constant", "warmup_epochs=0")
+    full = run(*bounded, output="full")
+    run(*bounded, "num_epochs=2", output="half")
+    resumed = run(*bounded, output="resumed", restart="half/model.ckpt")
+    assert _equal(resumed["model_state_dict"], full["model_state_dict"])
+
+
+def test_loss_schedule_raises_a_weight_late(run):
+    from atomtrain.training.loop import loss_at_epoch
+
+    hypers = {
+        "loss": {"energy": {"weight": 1.0, "forces": {"weight": 1.0}}},
+        "loss_schedule": {3: {"energy": {"weight": 10.0}}},
+    }
+    assert loss_at_epoch(hypers, 1)["energy"]["weight"] == 1.0
+    assert loss_at_epoch(hypers, 2)["energy"]["weight"] == 10.0  # epoch 3
+    assert loss_at_epoch(hypers, 2)["energy"]["forces"]["weight"] == 1.0
+    run(output="plain")
+    run("loss_schedule={3: {energy: {weight: 10}}}", output="scheduled")
+
+    def losses(folder):
+        with open(f"{folder}/train.csv") as file:
+            rows = [line.split(",") for line in file]
+        column = rows[0].index("train loss")
+        return [float(row[column]) for row in rows[1:]]
+
+    plain, scheduled = losses("plain"), losses("scheduled")
+    assert scheduled[:2] == plain[:2]  # same run until epoch 3
+    assert scheduled[2] > plain[2]  # then the energy term weighs ten times more

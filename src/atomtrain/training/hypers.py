@@ -22,6 +22,10 @@ class TrainingHypers(TypedDict):
     """Number of passes over the training set."""
     batch_size: PositiveInt = 8
     """Number of structures per batch."""
+    max_atoms_per_batch: NonNegativeInt = 0
+    """When positive, batches are filled with structures (in shuffled order) up to
+    this many atoms instead of ``batch_size`` structures; a larger structure gets
+    a batch of its own."""
     learning_rate: PositiveFloat = 1e-3
     """Peak learning rate of the AdamW optimizer (reached after warmup)."""
     weight_decay: NonNegativeFloat = 0.0
@@ -58,5 +62,8 @@ class TrainingHypers(TypedDict):
     stop_signals: list[str] = ["SIGTERM", "SIGINT", "SIGUSR1"]
     """Signals that make training finish its step, write ``restart.ckpt`` and exit
     (SIGUSR1 is what SLURM sends with ``--signal=USR1@120`` before its time-out)."""
+    loss_schedule: dict[int, dict] = {}
+    """Changes of the loss section from a given epoch on, e.g.
+    ``{40: {energy: {weight: 10}}}`` raises the energy weight from epoch 40."""
     loss: dict = {}
     """Filled from the top-level ``loss`` section of the options."""

@@ -51,12 +51,47 @@ class TrainingStopped(Exception):
         self.path = path
 
 
-def _batches(n: int, batch_size: int, seed: int | None) -> List[List[int]]:
+def _batches(
+    sizes: List[int], batch_size: int, seed: int | None, max_atoms: int = 0
+) -> List[List[int]]:
+    """Batches of structure indices, shuffled with ``seed``; ``max_atoms`` > 0
+    bounds the atoms of a batch instead of counting structures."""
+    n = len(sizes)
     order = list(range(n))
     if seed is not None:
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=generator).tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if max_atoms <= 0:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches: List[List[int]] = []
+    current: List[int] = []
+    atoms = 0
+    for index in order:
+        if current and atoms + sizes[index] > max_atoms:
+            batches.append(current)
+            current, atoms = [], 0
+        current.append(index)
+        atoms += sizes[index]
+    return batches + ([current] if current else [])
+
+
+def loss_at_epoch(hypers: dict, epoch: int) -> dict:
+    """The loss section in force at ``epoch`` (0-based): the base section with
+    every ``loss_schedule`` entry whose epoch has been reached merged over it."""
+    from atomtrain.architectures.hypers import deep_merge
+
+    loss = hypers.get("loss", {})
+    for start, change in sorted(hypers.get("loss_schedule", {}).items()):
+        if epoch + 1 >= int(start):
+            unknown = set(change) - set(loss)
+            if unknown:
+                raise UserError(
+                    f"architecture.training.loss_schedule.{start} names "
+                    f"{', '.join(sorted(unknown))}, which is not a target of the "
+                    f"loss (targets: {', '.join(sorted(loss))})."
+                )
+            loss = deep_merge(loss, change)
+    return loss
 
 
 @dataclass
@@ -153,14 +188,19 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         train = [s for dataset in train_datasets for s in dataset]
         val = [s for dataset in val_datasets for s in dataset]
         steps = self._prepare(model, dtype, devices[0], train, val)
+        sizes = [len(s) for s in train]
         csv_log = CsvLog(os.path.join(checkpoint_dir, "train.csv"), self.epoch)
         started = time.perf_counter()
         restart_path = os.path.join(checkpoint_dir, RESTART_CHECKPOINT)
         with StopRequests(list(hypers.get("stop_signals", []))) as stop:
             for epoch in range(self.epoch, hypers["num_epochs"]):
                 model.train()
+                steps.loss_options = loss_at_epoch(hypers, epoch)
                 batches = _batches(
-                    len(train), hypers["batch_size"], self.shuffle_seed + epoch
+                    sizes,
+                    hypers["batch_size"],
+                    self.shuffle_seed + epoch,
+                    hypers.get("max_atoms_per_batch", 0),
                 )
                 for indices in batches[self.progress.step :]:
                     self._step(steps, [train[i] for i in indices])
@@ -209,15 +249,13 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             lr=hypers["learning_rate"],
             weight_decay=hypers["weight_decay"],
         )
-        self.schedule = LearningRate(
-            hypers, math.ceil(len(train) / hypers["batch_size"])
-        )
+        if self.shuffle_seed is None:
+            self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self.schedule = LearningRate(hypers, self._steps_per_epoch(train))
         if self.state is not None:
             self.optimizer.load_state_dict(self.state["optimizer_state_dict"])
             self.schedule.load_state_dict(self.state["schedule_state"])
             self.state = None
-        if self.shuffle_seed is None:
-            self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if hypers.get("ema_decay", 0.0) > 0:
             self.ema = WeightAverage(model, hypers["ema_decay"])
             if self.ema_state is not None:
@@ -226,6 +264,13 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     for k, v in self.ema_state.items()
                 }
         return Batchwise(model, requests, dtype, device, scales, hypers.get("loss", {}))
+
+    def _steps_per_epoch(self, train: List[Structure]) -> int:
+        max_atoms = self.hypers.get("max_atoms_per_batch", 0)
+        if max_atoms > 0:  # the first epoch's count: later ones differ by little
+            sizes = [len(s) for s in train]
+            return len(_batches(sizes, 1, self.shuffle_seed, max_atoms))
+        return math.ceil(len(train) / self.hypers["batch_size"])
 
     def _step(self, steps: Batchwise, batch: List[Structure]) -> None:
         """One optimiser step; non-finite losses or gradients skip it."""
@@ -286,7 +331,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         with self.ema.swapped_in(model) if self.ema else contextlib.nullcontext():
             val_metrics = Metrics(targets)
             val_loss_sum = 0.0
-            for indices in _batches(len(val), hypers["batch_size"], None):
+            val_sizes = [len(s) for s in val]
+            max_atoms = hypers.get("max_atoms_per_batch", 0)
+            for indices in _batches(val_sizes, hypers["batch_size"], None, max_atoms):
                 batch = [val[i] for i in indices]
                 loss, errors = steps.loss(batch, training=False)
                 val_metrics.update(errors)
