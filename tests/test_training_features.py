@@ -137,3 +137,37 @@ def test_loss_schedule_raises_a_weight_late(run):
     plain, scheduled = losses("plain"), losses("scheduled")
     assert scheduled[:2] == plain[:2]  # same run until epoch 3
     assert scheduled[2] > plain[2]  # then the energy term weighs ten times more
+
+
+def test_finetune_heads_leaves_every_other_weight_identical(run):
+    pretrained = run(output="pretrained")
+    tuned = run(
+        "finetune={read_from: pretrained/model.ckpt, method: heads}", output="heads"
+    )
+    start = pretrained["best_model_state_dict"]
+    changed = []
+    for name, value in tuned["model_state_dict"].items():
+        if name.startswith("heads.") and not name.endswith(("composition", "scale")):
+            changed.append(not torch.equal(value, start[name]))
+        elif not name.startswith("heads."):
+            assert torch.equal(value, start[name]), name  # frozen: bit-identical
+    assert changed and all(changed)  # every head weight trained
+
+
+def test_finetune_full_on_new_elements_and_targets(run, tmp_path):
+    import ase.io
+    from kill_harness import RESOURCES
+
+    run(output="pretrained")
+    frames = ase.io.read(os.path.join(RESOURCES, "qm9_reduced_100.xyz"), ":24")
+    ase.io.write("qm9.xyz", frames)  # adds nitrogen and a U0 target
+    options = yaml.safe_load(open("options.yaml"))
+    options["training_set"] = {
+        "systems": "qm9.xyz",
+        "targets": {"U0": {"quantity": "energy", "unit": "hartree"}},
+    }
+    yaml.safe_dump(options, open("options.yaml", "w"))
+    tuned = run("finetune={read_from: pretrained/model.ckpt}", output="tuned")
+    info = tuned["dataset_info"]
+    assert info["atomic_types"] == [1, 6, 7, 8]
+    assert set(info["targets"]) == {"energy", "atomtrain::U0"}

@@ -106,6 +106,12 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
     def restart(self, dataset_info: DatasetInfo) -> "ModelInterface":
         """This model, extended to new atomic types or targets of ``dataset_info``."""
 
+    def is_head_parameter(self, name: str) -> bool:
+        """Whether parameter ``name`` belongs to an output head (trained by
+        ``finetune.method: heads``); override when heads are not under
+        ``heads.``."""
+        return name.startswith("heads.")
+
     # The methods below have standard implementations that most architectures
     # keep; override them when a model stores more than hypers and weights.
 
@@ -120,7 +126,7 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
             DatasetInfo.from_dict(checkpoint["dataset_info"]),
         )
         state = checkpoint["model_state_dict"]
-        if context == "export":  # best validated weights, else the average
+        if context in ("export", "finetune"):  # best validated, else averaged
             state = (
                 checkpoint.get("best_model_state_dict")
                 or checkpoint.get("ema_state_dict")

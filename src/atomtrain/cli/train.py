@@ -153,6 +153,14 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
         model = model.restart(dataset_info)
         trainer = trainer_class.load_checkpoint(checkpoint, training_hypers, "restart")
         logger.info(f"restarting from {restart} after epoch {trainer.epoch}")
+    elif training_hypers["finetune"]["read_from"]:
+        source = training_hypers["finetune"]["read_from"]
+        _, model, _ = load_model(source, "finetune", expected=name)
+        model = model.restart(dataset_info)
+        trainer = trainer_class(training_hypers)
+        logger.info(
+            f"fine-tuning ({training_hypers['finetune']['method']}) from {source}"
+        )
     else:
         model = model_class(options["architecture"]["model"], dataset_info)
         trainer = trainer_class(training_hypers)

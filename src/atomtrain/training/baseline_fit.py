@@ -19,6 +19,8 @@ def fit_baselines(
     for module in model.modules():
         if isinstance(module, TargetBaseline):
             info = dataset_info.targets[module.target_name]
+            if not any(info.name in s.targets for s in structures):
+                continue  # no label here (a model continued on other data): keep it
             composition, scale = fit_one(info, structures, dataset_info.atomic_types)
             module.composition.copy_(composition.to(module.composition))
             module.scale.copy_(scale.to(module.scale))

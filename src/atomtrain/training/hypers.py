@@ -1,6 +1,6 @@
 """Hypers of the shared training loop; architectures' TrainerHypers extend them."""
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 from typing_extensions import Annotated, TypedDict
@@ -13,6 +13,17 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class FinetuneHypers(TypedDict):
+    """Start from a trained model instead of random weights."""
+
+    read_from: Optional[str] = None
+    """Checkpoint (.ckpt) of the same architecture to start from; new atomic
+    types and targets of the training set are added to it."""
+    method: Literal["full", "heads"] = "full"
+    """``full`` trains every weight; ``heads`` trains only the output heads and
+    leaves every other weight bit-identical."""
 
 
 class TrainingHypers(TypedDict):
@@ -62,6 +73,9 @@ class TrainingHypers(TypedDict):
     stop_signals: list[str] = ["SIGTERM", "SIGINT", "SIGUSR1"]
     """Signals that make training finish its step, write ``restart.ckpt`` and exit
     (SIGUSR1 is what SLURM sends with ``--signal=USR1@120`` before its time-out)."""
+    finetune: FinetuneHypers = {"read_from": None, "method": "full"}
+    """Fine-tuning from an existing checkpoint (the composition baseline is
+    re-fitted on the new data)."""
     loss_schedule: dict[int, dict] = {}
     """Changes of the loss section from a given epoch on, e.g.
     ``{40: {energy: {weight: 10}}}`` raises the energy weight from epoch 40."""

@@ -236,6 +236,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         if self.state is None:
             fit_baselines(model, train, model.dataset_info)
         model.to(device=device, dtype=dtype)
+        if self.hypers.get("finetune", {}).get("method") == "heads":
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(model.is_head_parameter(name))
         scales = {
             m.target_name: m.scale.detach().clone()
             for m in model.modules()
