@@ -109,7 +109,11 @@ def test_docs_page_matches_documentation():
         for key, value in values.items():
             assert rows[f"{section}.{key}"] == repr(value)
     for key, value in trainer.items():
-        assert rows[key] == repr(value)
+        if isinstance(value, dict) and value and f"{key}.{next(iter(value))}" in rows:
+            for inner, inner_value in value.items():  # a nested TypedDict
+                assert rows[f"{key}.{inner}"] == repr(inner_value)
+        else:
+            assert rows[key] == repr(value)
     assert "Cutoff radius of the neighbour density" in page
 
 
