@@ -7,10 +7,9 @@
 - ``docs/options.md``: ``docs/options.template.md`` with one table per section
   of the options schema (``atomtrain.options.schema``) in place of the marker.
 
-Descriptions come from ``Field(description=...)`` where the schema has one, and
-from ``FALLBACK_DESCRIPTIONS`` below otherwise. A fallback entry naming a field
-that no longer exists is an error, so the page cannot silently drift from the
-schema. Run from anywhere: ``python docs/generate.py``.
+Descriptions come from the schema's ``Field(description=...)``; a field without
+one is an error, so the page cannot drift from the schema. Run from anywhere:
+``python docs/generate.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import inspect
 import json
 import os
 import shutil
-import sys
 import typing
 
 import pydantic
@@ -34,77 +32,6 @@ from atomtrain.options import schema
 DOCS = os.path.dirname(os.path.abspath(__file__))
 MARKER = "<!-- generated: schema tables -->"
 ROOT_MODEL = schema.BaseOptions
-
-# Used where the schema field has no ``Field(description=...)``. Keys are
-# "ModelName.field". Prefer moving these into the schema itself.
-FALLBACK_DESCRIPTIONS = {
-    "BaseOptions.architecture": "Which architecture to train and its "
-    "hyperparameters. A bare name (`architecture: soap_bpnn`) is a short form.",
-    "BaseOptions.training_set": "The data to train on: one dataset section or a "
-    "list of them. A file name is a short form.",
-    "BaseOptions.validation_set": "A fraction in [0, 1) taken at random from the "
-    "training set, or dataset section(s) of its own. Used for the validation "
-    "metrics, the plateau scheduler and the choice of the best model.",
-    "BaseOptions.test_set": "Like `validation_set`; the test structures are "
-    "evaluated with the exported model at the end of training. "
-    "`validation_set + test_set` must be below 1 when both are fractions.",
-    "BaseOptions.seed": "Seed of the random splits and of training. When unset a "
-    "random seed is drawn and written to `options_restart.yaml`.",
-    "BaseOptions.device": "`auto` (CUDA when the architecture supports it and it "
-    "is available, else CPU), `cpu`, `cuda` or `cuda:N`.",
-    "BaseOptions.base_precision": "Floating-point precision of training and of "
-    "the exported model: 32 or 64 bits.",
-    "BaseOptions.loss": "Loss per training target; see [the loss section]"
-    "(#the-loss-section). Filled in for every training target.",
-    "ArchitectureSection.name": "Registry name, e.g. `soap_bpnn`, "
-    "`experimental.NAME`, `deprecated.NAME` or an installed plug-in "
-    "(see `atomtrain arch list`).",
-    "ArchitectureSection.model": "Model hyperparameters; merged over the "
-    "architecture's defaults and validated against its `ModelHypers`.",
-    "ArchitectureSection.training": "Trainer hyperparameters; merged over the "
-    "architecture's defaults and validated against its `TrainerHypers`.",
-    "DatasetSection.systems": "The file of structures. A file name is a short form.",
-    "DatasetSection.targets": "Targets to read, by name. A training set needs at "
-    "least one target. A key string is a short form.",
-    "SystemsSection.read_from": "Path of the structure file, relative to the "
-    "directory `atomtrain` runs in.",
-    "SystemsSection.reader": "How the file is read: only `ase` (any format ASE "
-    "reads; extended XYZ recommended).",
-    "SystemsSection.length_unit": "Unit of positions and cells in the file; "
-    "converted to Å on reading.",
-    "TargetSection.quantity": "Physical quantity. `energy` targets are converted "
-    "to eV and can have forces, stress and virial. After expansion it is "
-    "`energy` for a target named `energy` and empty for other names unless set.",
-    "TargetSection.read_from": "File holding the target; the expansion fills in "
-    "the `systems` file.",
-    "TargetSection.key": "Key of the value in the file (`info`, `arrays` or the "
-    "ASE calculator results); the expansion fills in the target's name.",
-    "TargetSection.unit": "Unit of the values in the file. After expansion `eV` "
-    "for energy quantities, empty otherwise. Energies are converted to eV; other "
-    "quantities keep this unit.",
-    "TargetSection.per_atom": "One value per atom instead of one per structure.",
-    "TargetSection.num_subtargets": "Number of values per structure (or per atom).",
-    "TargetSection.forces": "Forces to read, or `false`. For energy targets the "
-    "expansion reads the `forces` key when the file has it.",
-    "TargetSection.stress": "Stress to read (3x3 or Voigt), or `false`. For "
-    "energy targets the expansion reads the `stress` key when the file has it.",
-    "TargetSection.virial": "Virial to read (periodic structures only), or "
-    "`false`; turned into a stress. Ignored when a stress is read.",
-    "GradientSection.read_from": "File holding the values; the expansion fills "
-    "in the target's file.",
-    "GradientSection.key": "Key of the values in the file; the expansion fills "
-    "in `forces`, `stress` or `virial`.",
-    "GradientSection.auto": "Set by the expansion when a gradient is read only "
-    "if the file has its key; you do not normally write it.",
-    "LossTerm.type": "`mse`, `mae` or `huber`.",
-    "LossTerm.weight": "Weight of this term in the total loss; 0 leaves it out.",
-    "LossTerm.delta": "Threshold of the Huber loss (on the normalised error).",
-    "TargetLoss.type": "`mse`, `mae` or `huber`, for the target's values.",
-    "TargetLoss.weight": "Weight of the target's values in the total loss.",
-    "TargetLoss.delta": "Threshold of the Huber loss of the values.",
-    "TargetLoss.forces": "Loss term of the forces of an energy target.",
-    "TargetLoss.stress": "Loss term of the stress (or virial) of an energy target.",
-}
 
 
 # ---------------------------------------------------------------- schema tables
@@ -179,7 +106,7 @@ def _cell(text: str) -> str:
 
 
 def schema_tables() -> str:
-    used, parts = set(), []
+    parts, missing = [], []
     for model in _models(ROOT_MODEL):
         summary = inspect.getdoc(model) if model.__doc__ else ""
         parts.append(f"### {model.__name__}")
@@ -191,22 +118,19 @@ def schema_tables() -> str:
         ]
         for name, field in model.model_fields.items():
             key = f"{model.__name__}.{name}"
-            description = field.description or FALLBACK_DESCRIPTIONS.get(key, "")
-            if key in FALLBACK_DESCRIPTIONS:
-                used.add(key)
+            description = field.description or ""
             if not description:
-                print(f"generate.py: no description for {key}", file=sys.stderr)
+                missing.append(key)
             kind = _type_name(field.annotation) + _constraints(field)
             rows.append(
                 f"| `{name}` | {_cell(kind)} | {_cell(_default(field))} | "
                 f"{_cell(description)} |"
             )
         parts.append("\n".join(rows))
-    stale = sorted(set(FALLBACK_DESCRIPTIONS) - used)
-    if stale:
+    if missing:
         raise SystemExit(
-            "generate.py: FALLBACK_DESCRIPTIONS names fields that are not in the "
-            f"schema: {', '.join(stale)}"
+            "generate.py: give these schema fields a Field(description=...): "
+            + ", ".join(missing)
         )
     return "\n\n".join(parts)
 

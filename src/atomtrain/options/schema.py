@@ -12,49 +12,170 @@ class _Strict(BaseModel):
 
 
 class GradientSection(_Strict):
-    read_from: str
-    key: str
-    auto: bool = False  # read only when the file has the key
+    read_from: str = Field(
+        description=(
+            "File holding the values; the expansion fills in the target's file."
+        ),
+    )
+    key: str = Field(
+        description=(
+            "Key of the values in the file; the expansion fills in `forces`, "
+            "`stress` or `virial`."
+        ),
+    )
+    auto: bool = Field(
+        False,
+        description=(
+            "Set by the expansion when a gradient is read only if the file has "
+            "its key; you do not normally write it."
+        ),
+    )
 
 
 class TargetSection(_Strict):
-    quantity: str = "energy"
-    read_from: str
-    key: str
-    unit: str = ""
-    per_atom: bool = False
-    num_subtargets: int = Field(1, ge=1)
-    forces: Union[GradientSection, Literal[False]] = False
-    stress: Union[GradientSection, Literal[False]] = False
-    virial: Union[GradientSection, Literal[False]] = False
+    quantity: str = Field(
+        "energy",
+        description=(
+            "Physical quantity. `energy` targets are converted to eV and can have"
+            " forces, stress and virial. After expansion it is `energy` for a "
+            "target named `energy` and empty for other names unless set."
+        ),
+    )
+    read_from: str = Field(
+        description=(
+            "File holding the target; the expansion fills in the `systems` file."
+        ),
+    )
+    key: str = Field(
+        description=(
+            "Key of the value in the file (`info`, `arrays` or the ASE calculator"
+            " results); the expansion fills in the target's name."
+        ),
+    )
+    unit: str = Field(
+        "",
+        description=(
+            "Unit of the values in the file. After expansion `eV` for energy "
+            "quantities, empty otherwise. Energies are converted to eV; other "
+            "quantities keep this unit."
+        ),
+    )
+    per_atom: bool = Field(
+        False,
+        description=("One value per atom instead of one per structure."),
+    )
+    num_subtargets: int = Field(
+        1,
+        ge=1,
+        description=("Number of values per structure (or per atom)."),
+    )
+    forces: Union[GradientSection, Literal[False]] = Field(
+        False,
+        description=(
+            "Forces to read, or `false`. For energy targets the expansion reads "
+            "the `forces` key when the file has it."
+        ),
+    )
+    stress: Union[GradientSection, Literal[False]] = Field(
+        False,
+        description=(
+            "Stress to read (3x3 or Voigt), or `false`. For energy targets the "
+            "expansion reads the `stress` key when the file has it."
+        ),
+    )
+    virial: Union[GradientSection, Literal[False]] = Field(
+        False,
+        description=(
+            "Virial to read (periodic structures only), or `false`; turned into a"
+            " stress. Ignored when a stress is read."
+        ),
+    )
 
 
 class SystemsSection(_Strict):
-    read_from: str
-    reader: Literal["ase"] = "ase"
-    length_unit: str = "angstrom"
+    read_from: str = Field(
+        description=(
+            "Path of the structure file, relative to the directory `atomtrain` runs in."
+        ),
+    )
+    reader: Literal["ase"] = Field(
+        "ase",
+        description=(
+            "How the file is read: only `ase` (any format ASE reads; extended XYZ"
+            " recommended)."
+        ),
+    )
+    length_unit: str = Field(
+        "angstrom",
+        description=(
+            "Unit of positions and cells in the file; converted to Å on reading."
+        ),
+    )
 
 
 class DatasetSection(_Strict):
-    systems: SystemsSection
-    targets: dict[str, TargetSection] = Field(default_factory=dict)
+    systems: SystemsSection = Field(
+        description=("The file of structures. A file name is a short form."),
+    )
+    targets: dict[str, TargetSection] = Field(
+        default_factory=dict,
+        description=(
+            "Targets to read, by name. A training set needs at least one target. "
+            "A key string is a short form."
+        ),
+    )
 
 
 class LossTerm(_Strict):
-    type: Literal["mse", "mae", "huber"] = "mse"
-    weight: float = Field(1.0, ge=0.0)
-    delta: float = Field(1.0, gt=0.0)  # for huber
+    type: Literal["mse", "mae", "huber"] = Field(
+        "mse",
+        description=("`mse`, `mae` or `huber`."),
+    )
+    weight: float = Field(
+        1.0,
+        ge=0.0,
+        description=("Weight of this term in the total loss; 0 leaves it out."),
+    )
+    delta: float = Field(
+        1.0,
+        gt=0.0,
+        description=("Threshold of the Huber loss (on the normalised error)."),
+    )
 
 
 class TargetLoss(LossTerm):
-    forces: LossTerm = Field(default_factory=LossTerm)
-    stress: LossTerm = Field(default_factory=LossTerm)
+    forces: LossTerm = Field(
+        default_factory=LossTerm,
+        description=("Loss term of the forces of an energy target."),
+    )
+    stress: LossTerm = Field(
+        default_factory=LossTerm,
+        description=("Loss term of the stress (or virial) of an energy target."),
+    )
 
 
 class ArchitectureSection(_Strict):
-    name: str
-    model: dict = Field(default_factory=dict)
-    training: dict = Field(default_factory=dict)
+    name: str = Field(
+        description=(
+            "Registry name, e.g. `soap_bpnn`, `experimental.NAME`, "
+            "`deprecated.NAME` or an installed plug-in (see `atomtrain arch "
+            "list`)."
+        ),
+    )
+    model: dict = Field(
+        default_factory=dict,
+        description=(
+            "Model hyperparameters; merged over the architecture's defaults and "
+            "validated against its `ModelHypers`."
+        ),
+    )
+    training: dict = Field(
+        default_factory=dict,
+        description=(
+            "Trainer hyperparameters; merged over the architecture's defaults and"
+            " validated against its `TrainerHypers`."
+        ),
+    )
 
 
 Fraction = float
@@ -62,11 +183,60 @@ DatasetOrList = Union[DatasetSection, list[DatasetSection]]
 
 
 class BaseOptions(_Strict):
-    architecture: ArchitectureSection
-    training_set: DatasetOrList
-    validation_set: Union[Fraction, DatasetOrList] = 0.1
-    test_set: Union[Fraction, DatasetOrList] = 0.0
-    seed: Optional[int] = Field(None, ge=0)
-    device: str = "auto"
-    base_precision: Literal[32, 64] = 32
-    loss: dict[str, TargetLoss] = Field(default_factory=dict)
+    architecture: ArchitectureSection = Field(
+        description=(
+            "Which architecture to train and its hyperparameters. A bare name "
+            "(`architecture: soap_bpnn`) is a short form."
+        ),
+    )
+    training_set: DatasetOrList = Field(
+        description=(
+            "The data to train on: one dataset section or a list of them. A file "
+            "name is a short form."
+        ),
+    )
+    validation_set: Union[Fraction, DatasetOrList] = Field(
+        0.1,
+        description=(
+            "A fraction in [0, 1) taken at random from the training set, or "
+            "dataset section(s) of its own. Used for the validation metrics, the "
+            "plateau scheduler and the choice of the best model."
+        ),
+    )
+    test_set: Union[Fraction, DatasetOrList] = Field(
+        0.0,
+        description=(
+            "Like `validation_set`; the test structures are evaluated with the "
+            "exported model at the end of training. `validation_set + test_set` "
+            "must be below 1 when both are fractions."
+        ),
+    )
+    seed: Optional[int] = Field(
+        None,
+        ge=0,
+        description=(
+            "Seed of the random splits and of training. When unset a random seed "
+            "is drawn and written to `options_restart.yaml`."
+        ),
+    )
+    device: str = Field(
+        "auto",
+        description=(
+            "`auto` (CUDA when the architecture supports it and it is available, "
+            "else CPU), `cpu`, `cuda` or `cuda:N`."
+        ),
+    )
+    base_precision: Literal[32, 64] = Field(
+        32,
+        description=(
+            "Floating-point precision of training and of the exported model: 32 "
+            "or 64 bits."
+        ),
+    )
+    loss: dict[str, TargetLoss] = Field(
+        default_factory=dict,
+        description=(
+            "Loss per training target; see [the loss section](#the-loss-section)."
+            " Filled in for every training target."
+        ),
+    )
