@@ -20,6 +20,7 @@ from atomtrain.architectures.soap_bpnn.model import SoapBpnn
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors, make_system
+from atomtrain.testing.fixtures import fresh
 from atomtrain.training.evaluate import predict
 
 
@@ -68,18 +69,6 @@ def carbon(read_resource):
     )
     assert all(bool(s.pbc.all()) for s in structures[:4])
     return structures[:4]
-
-
-def fresh(structure, positions=None, cell=None, order=None):
-    """A new Structure (empty neighbour cache), optionally moved or permuted."""
-    positions = structure.positions if positions is None else positions
-    order = torch.arange(len(structure)) if order is None else order
-    return Structure(
-        types=structure.types[order].clone(),
-        positions=positions[order].clone(),
-        cell=(structure.cell if cell is None else cell).clone(),
-        pbc=structure.pbc.clone(),
-    )
 
 
 def call_of(model):

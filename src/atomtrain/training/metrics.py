@@ -27,13 +27,6 @@ class Metrics:
                 entry[1] += float(error.abs().sum())
                 entry[2] += error.numel()
 
-    def merged(self, other_sums: Dict[tuple, list]) -> None:
-        for key, (sq, ab, n) in other_sums.items():
-            entry = self.sums.setdefault(key, [0.0, 0.0, 0])
-            entry[0] += sq
-            entry[1] += ab
-            entry[2] += n
-
     def report(self) -> Dict[str, float]:
         """``{"energy RMSE (meV/atom)": ..., "forces MAE (meV/Å)": ...}``."""
         result = {}
