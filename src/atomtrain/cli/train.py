@@ -19,6 +19,8 @@ from atomtrain.export import save_exported
 from atomtrain.options.load import apply_overrides, load_options, read_yaml
 from atomtrain.training.files import atomic_copy, atomic_write_text
 from atomtrain.training.loop import TrainingStopped
+from atomtrain.training.observers import Observers
+from atomtrain.training.reporting import make_observers, report_after_training
 from atomtrain.training.runs import find_resumable, new_run_dir
 
 
@@ -167,6 +169,7 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
     n_parameters = sum(p.numel() for p in model.parameters())
     logger.info(f"model has {n_parameters:,} parameters")
 
+    trainer.observers = Observers(make_observers(options, output_dir))
     trainer.train(model, dtype, [device], train, val, output_dir)
 
     checkpoint_path = os.path.join(output_dir, "model.ckpt")
@@ -179,6 +182,15 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
     extensions = os.path.join(output_dir, "extensions")
     if os.path.isdir(extensions) and os.listdir(extensions):
         shutil.copytree(extensions, "extensions", dirs_exist_ok=True)
+    report_after_training(
+        export_model.to(device),
+        {"train": train, "validation": val, "test": test},
+        dataset_info,
+        dtype,
+        device,
+        options,
+        output_dir,
+    )
     if any(len(d) for d in test):
         from atomtrain.cli.eval import evaluate_structures
 

@@ -32,6 +32,7 @@ from atomtrain.training.hypers import TrainingHypers
 from atomtrain.training.logs import CsvLog, epoch_line, logger
 from atomtrain.training.losses import normalised_errors, total_loss
 from atomtrain.training.metrics import Metrics
+from atomtrain.training.observers import Observers
 from atomtrain.training.schedule import LearningRate
 from atomtrain.training.signals import StopRequests
 
@@ -173,6 +174,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.ema: WeightAverage | None = None
         self.ema_state: Dict[str, torch.Tensor] | None = None  # restored on restart
         self.epochs_without_improvement = 0
+        self.observers = Observers()  # progress bars, loggers, plots
 
     # ------------------------------------------------------------------ train
     def train(
@@ -192,7 +194,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         csv_log = CsvLog(os.path.join(checkpoint_dir, "train.csv"), self.epoch)
         started = time.perf_counter()
         restart_path = os.path.join(checkpoint_dir, RESTART_CHECKPOINT)
-        with StopRequests(list(hypers.get("stop_signals", []))) as stop:
+        stop_signals = list(hypers.get("stop_signals", []))
+        with StopRequests(stop_signals) as stop, contextlib.closing(self.observers):
             for epoch in range(self.epoch, hypers["num_epochs"]):
                 model.train()
                 steps.loss_options = loss_at_epoch(hypers, epoch)
@@ -201,6 +204,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     hypers["batch_size"],
                     self.shuffle_seed + epoch,
                     hypers.get("max_atoms_per_batch", 0),
+                )
+                self.observers.epoch_started(
+                    epoch + 1, len(batches), self.progress.step
                 )
                 for indices in batches[self.progress.step :]:
                     self._step(steps, [train[i] for i in indices])
@@ -302,6 +308,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             self._skip_nonfinite(batch)
         self.schedule.step()
         self.progress.step += 1
+        self.observers.step_done(float(loss.detach()))
 
     def _skip_nonfinite(self, batch: List[Structure]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -336,10 +343,13 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             val_loss_sum = 0.0
             val_sizes = [len(s) for s in val]
             max_atoms = hypers.get("max_atoms_per_batch", 0)
-            for indices in _batches(val_sizes, hypers["batch_size"], None, max_atoms):
+            val_batches = _batches(val_sizes, hypers["batch_size"], None, max_atoms)
+            self.observers.validation_started(len(val_batches))
+            for indices in val_batches:
                 batch = [val[i] for i in indices]
                 loss, errors = steps.loss(batch, training=False)
                 val_metrics.update(errors)
+                self.observers.validation_step_done()
                 val_loss_sum += float(loss) * len(batch)
             val_loss = val_loss_sum / max(1, len(val))
             self.schedule.end_epoch(val_loss)
@@ -363,6 +373,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             row.update({f"train {k}": v for k, v in train_report.items()})
             row.update({f"val {k}": v for k, v in val_report.items()})
             csv_log.write(row)
+            self.observers.epoch_done(row)
 
     def _select_best(self, model, report: dict) -> None:
         """Keep the weights with the lowest ``best_model_metric`` and count the
