@@ -171,3 +171,52 @@ def test_finetune_full_on_new_elements_and_targets(run, tmp_path):
     info = tuned["dataset_info"]
     assert info["atomic_types"] == [1, 6, 7, 8]
     assert set(info["targets"]) == {"energy", "atomtrain::U0"}
+
+
+LORA = "finetune={read_from: pretrained/model.ckpt, method: lora, lora: {rank: 2}}"
+
+
+def test_finetune_lora_trains_only_the_adapters_and_merges_them(run):
+    from atomtrain.architectures.soap_bpnn.model import SoapBpnn
+    from atomtrain.testing.fixtures import assert_batches_close, read_bundled
+    from atomtrain.testing.fixtures import run as predict_with
+    from atomtrain.training import lora
+
+    pretrained = run(output="pretrained")
+    tuned = run(LORA, output="lora")
+    start = pretrained["best_model_state_dict"]
+    raw = tuned["lora_state_dict"]["model"]
+    adapters = [k for k in raw if k.endswith(lora.ADAPTER_SUFFIXES)]
+    assert adapters
+    assert all(raw[k].abs().sum() > 0 for k in adapters if k.endswith("lora_b"))
+    for name, value in raw.items():
+        if name.endswith(lora.ADAPTER_SUFFIXES + ("composition", "scale")):
+            continue  # adapters train; the baseline is re-fitted on the new data
+        assert torch.equal(value, start[name.replace(".base.", ".")]), name  # frozen
+
+    # readers of the checkpoint see a plain model with the adapters merged in
+    assert set(tuned["model_state_dict"]) == set(start)
+    merged = SoapBpnn.load_checkpoint(tuned, "restart").to(torch.float64)
+    weights = [k for k in start if k.endswith(".weight") and "norm" not in k]
+    assert all(not torch.equal(merged.state_dict()[k], start[k]) for k in weights)
+    wrapped = SoapBpnn.load_checkpoint(pretrained, "export")
+    lora.attach(wrapped, 2, 8.0)
+    wrapped.load_state_dict(raw)
+    structures = read_bundled("ethanol")[:4]
+    assert_batches_close(
+        predict_with(merged, structures),
+        predict_with(wrapped.to(torch.float64), structures),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_finetune_lora_restarts_exactly(run):
+    run(output="pretrained")
+    constant = (LORA, "scheduler=constant", "warmup_epochs=0", "ema_decay=0.5")
+    full = run(*constant, output="full")
+    run(*constant, "num_epochs=2", output="half")
+    resumed = run(*constant, output="resumed", restart="half/model.ckpt")
+    for key in ("model_state_dict", "ema_state_dict", "best_model_state_dict"):
+        assert _equal(resumed[key], full[key]), key
+    assert _equal(resumed["lora_state_dict"]["model"], full["lora_state_dict"]["model"])

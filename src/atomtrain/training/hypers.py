@@ -15,15 +15,28 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
+class LoraHypers(TypedDict):
+    """Size of the low-rank updates of ``finetune.method: lora``."""
+
+    rank: PositiveInt = 4
+    """Rank of the update ``B @ A`` added to every linear layer's weight."""
+    alpha: PositiveFloat = 8.0
+    """The update is scaled by ``alpha / rank``."""
+
+
 class FinetuneHypers(TypedDict):
     """Start from a trained model instead of random weights."""
 
     read_from: Optional[str] = None
     """Checkpoint (.ckpt) of the same architecture to start from; new atomic
     types and targets of the training set are added to it."""
-    method: Literal["full", "heads"] = "full"
+    method: Literal["full", "heads", "lora"] = "full"
     """``full`` trains every weight; ``heads`` trains only the output heads and
-    leaves every other weight bit-identical."""
+    leaves every other weight bit-identical; ``lora`` freezes every weight and
+    trains low-rank updates of all linear layers, merged into the weights in
+    every checkpoint (so the exported model has the architecture's usual size)."""
+    lora: LoraHypers = {"rank": 4, "alpha": 8.0}
+    """Rank and scale of the LoRA updates (``method: lora`` only)."""
 
 
 class TrainingHypers(TypedDict):
@@ -73,7 +86,11 @@ class TrainingHypers(TypedDict):
     stop_signals: list[str] = ["SIGTERM", "SIGINT", "SIGUSR1"]
     """Signals that make training finish its step, write ``restart.ckpt`` and exit
     (SIGUSR1 is what SLURM sends with ``--signal=USR1@120`` before its time-out)."""
-    finetune: FinetuneHypers = {"read_from": None, "method": "full"}
+    finetune: FinetuneHypers = {
+        "read_from": None,
+        "method": "full",
+        "lora": {"rank": 4, "alpha": 8.0},
+    }
     """Fine-tuning from an existing checkpoint (the composition baseline is
     re-fitted on the new data)."""
     loss_schedule: dict[int, dict] = {}

@@ -24,6 +24,7 @@ from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
+from atomtrain.training import lora
 from atomtrain.training.baseline_fit import fit_baselines
 from atomtrain.training.checkpoints import atomic_save
 from atomtrain.training.ema import WeightAverage
@@ -175,6 +176,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.ema_state: Dict[str, torch.Tensor] | None = None  # restored on restart
         self.epochs_without_improvement = 0
         self.observers = Observers()  # progress bars, loggers, plots
+        self.lora_state: Dict[str, torch.Tensor] | None = None  # restored on restart
 
     # ------------------------------------------------------------------ train
     def train(
@@ -242,9 +244,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         if self.state is None:
             fit_baselines(model, train, model.dataset_info)
         model.to(device=device, dtype=dtype)
-        if self.hypers.get("finetune", {}).get("method") == "heads":
-            for name, parameter in model.named_parameters():
-                parameter.requires_grad_(model.is_head_parameter(name))
+        self._freeze_for_finetuning(model)
         scales = {
             m.target_name: m.scale.detach().clone()
             for m in model.modules()
@@ -273,6 +273,23 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     for k, v in self.ema_state.items()
                 }
         return Batchwise(model, requests, dtype, device, scales, hypers.get("loss", {}))
+
+    def _freeze_for_finetuning(self, model: ModelInterface) -> None:
+        finetune = self.hypers.get("finetune", {})
+        if finetune.get("method") == "heads":
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(model.is_head_parameter(name))
+        elif finetune.get("method") == "lora":
+            settings = finetune["lora"]
+            wrapped = lora.attach(model, settings["rank"], settings["alpha"])
+            if self.lora_state is not None:  # the unmerged weights of a restart
+                model.load_state_dict(self.lora_state)
+                self.lora_state = None
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            logger.info(
+                f"LoRA: {wrapped} linear layers adapted with rank "
+                f"{settings['rank']}; {trainable:,} trainable parameters"
+            )
 
     def _steps_per_epoch(self, train: List[Structure]) -> int:
         max_atoms = self.hypers.get("max_atoms_per_batch", 0)
@@ -410,6 +427,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "architecture_name": architecture_of_module(type(model).__module__),
             "atomtrain_version": __version__,
             **model.get_checkpoint(),
+            "lora_state_dict": None,
             "trainer_ckpt_version": self.__checkpoint_version__,
             "train_hypers": self.hypers,
             "epoch": self.epoch,
@@ -427,7 +445,22 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "ema_state_dict": self.ema.average if self.ema is not None else None,
             "epochs_without_improvement": self.epochs_without_improvement,
         }
+        if any(isinstance(m, lora.LoraLinear) for m in model.modules()):
+            self._merge_lora(checkpoint)
         atomic_save(checkpoint, path)
+
+    def _merge_lora(self, checkpoint: dict) -> None:
+        """Checkpoints hold the merged weights where every reader looks, and the
+        unmerged ones (with the EMA's) only for restarts."""
+        scaling = lora.scaling_of(self.hypers)
+        raw = checkpoint["model_state_dict"]
+        checkpoint["lora_state_dict"] = {
+            "model": raw,
+            "ema": checkpoint["ema_state_dict"],
+        }
+        for key in ("model_state_dict", "best_model_state_dict", "ema_state_dict"):
+            if checkpoint[key] is not None:
+                checkpoint[key] = lora.merged_state_dict(checkpoint[key], scaling)
 
     @classmethod
     def load_checkpoint(
@@ -442,6 +475,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             trainer.shuffle_seed = checkpoint["shuffle_seed"]
             trainer.nonfinite_steps = checkpoint.get("nonfinite_steps", 0)
             trainer.ema_state = checkpoint.get("ema_state_dict")
+            if checkpoint.get("lora_state_dict"):
+                trainer.lora_state = checkpoint["lora_state_dict"]["model"]
+                trainer.ema_state = checkpoint["lora_state_dict"]["ema"]
             trainer.epochs_without_improvement = checkpoint.get(
                 "epochs_without_improvement", 0
             )
