@@ -1,4 +1,4 @@
-"""Physics of SOAP-BPNN predictions.
+"""Physics of the predictions of every in-tree architecture.
 
 Forces and stress are derivatives of the energy, the energy has the symmetries of
 physics and is smooth at the cutoff, and an exported model (loaded back, or
@@ -15,8 +15,7 @@ from metatensor.torch import Labels
 from metatomic.torch import ModelOutput
 
 from atomtrain.architectures.hypers import defaults_of
-from atomtrain.architectures.soap_bpnn import documentation
-from atomtrain.architectures.soap_bpnn.model import SoapBpnn
+from atomtrain.architectures.registry import import_architecture, import_documentation
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors, make_system
@@ -33,22 +32,38 @@ TARGETS = {"energy": TargetInfo("energy", gradients=["positions", "strain"])}
 # fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def model():
-    hypers = defaults_of(documentation.ModelHypers)
-    hypers["soap"]["max_angular"] = 3
-    hypers["soap"]["max_radial"] = 4
-    hypers["bpnn"]["num_neurons_per_layer"] = 32
+SMALL = {
+    "soap_bpnn": {
+        "soap": {"max_angular": 3, "max_radial": 4},
+        "bpnn": {"num_neurons_per_layer": 32},
+    },
+    "gnn": {"width": 16, "num_vectors": 4, "num_heads": 2, "head_width": 16},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def model(request):
+    from atomtrain.architectures.hypers import deep_merge
+
+    name = request.param
+    hypers = deep_merge(
+        defaults_of(import_documentation(name).ModelHypers), SMALL[name]
+    )
     torch.manual_seed(12345)
-    model = SoapBpnn(hypers, DatasetInfo([1, 6, 8], dict(TARGETS))).to(F64).eval()
+    model_class = import_architecture(name).__model__
+    model = model_class(hypers, DatasetInfo([1, 6, 8], dict(TARGETS))).to(F64).eval()
     with torch.no_grad():
-        # species channels that are not one-hot, and a non-trivial baseline/scale
-        mixing = model.soap.species_mixing
-        mixing.add_(0.2 * torch.randn_like(mixing))
-        baseline = model.heads["energy"].baseline
+        if name == "soap_bpnn":  # species channels that are not one-hot
+            mixing = model.soap.species_mixing
+            mixing.add_(0.2 * torch.randn_like(mixing))
+        baseline = model.heads["energy"].baseline  # a non-trivial baseline/scale
         baseline.composition.normal_()
         baseline.scale.fill_(1.7)
     return model
+
+
+def cutoff_of(model) -> float:
+    return float(model.requested_neighbor_lists()[0].cutoff)
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +301,7 @@ def test_energy_is_extensive_in_supercells(model, carbon):
 
 
 def test_dimer_energy_and_force_continuous_at_cutoff(model):
-    cutoff = float(model.hypers["soap"]["cutoff"])
-    width = float(model.hypers["soap"]["cutoff_width"])
+    cutoff = cutoff_of(model)
     direction = torch.tensor([0.48, -0.6, 0.64], dtype=F64)
     direction = direction / direction.norm()
 
@@ -302,7 +316,7 @@ def test_dimer_energy_and_force_continuous_at_cutoff(model):
     assert inside == pytest.approx(outside, abs=1e-8)
     assert outside == pytest.approx(isolated, abs=1e-10)
     # the interaction is real well inside the cutoff ...
-    assert abs(energy(model, dimer(cutoff - 2 * width)) - isolated) > 1e-6
+    assert abs(energy(model, dimer(cutoff - 1.0)) - isolated) > 1e-6
     # ... and the force decays smoothly to exactly zero at the cutoff
     magnitudes = []
     for gap in (0.3, 0.1, 1e-2, 1e-3, 1e-4):
@@ -323,7 +337,7 @@ def test_dimer_energy_and_force_continuous_at_cutoff(model):
 
 def test_atom_crossing_the_cutoff_of_a_molecule(model, ethanol):
     structure = ethanol[2]
-    cutoff = float(model.hypers["soap"]["cutoff"])
+    cutoff = cutoff_of(model)
     last = int(torch.argmax(structure.positions[:, 0]))
     anchor = structure.positions[last]
 

@@ -1,0 +1,50 @@
+"""
+GNN
+===
+
+An equivariant message-passing transformer, built for speed on CPUs as well as
+GPUs. Every atom carries scalar and vector features; each layer lets atoms
+attend to their neighbours within the cutoff (multi-head attention whose
+weights fade smoothly to zero at the cutoff) and then mixes scalars and
+vectors through their invariants. Energies are sums of atomic contributions;
+forces and stresses come from automatic differentiation.
+
+Rotational invariance is built in (no augmentation): scalar features are built
+from distances and dot products only. The radial envelope makes energies,
+forces and their derivatives continuous when atoms cross the cutoff.
+
+Ideas from PaiNN (scalar-vector message passing), the equivariant transformer
+of TorchMD-Net (attention weighted by a distance filter) and PET (attention over
+the neighbourhood), in a compact implementation of our own.
+"""
+
+from pydantic import Field
+from typing_extensions import Annotated, TypedDict
+
+from atomtrain.training.hypers import PositiveFloat, PositiveInt, TrainingHypers
+
+
+class ModelHypers(TypedDict):
+    """Hypers of the GNN model."""
+
+    cutoff: PositiveFloat = 5.0
+    """Cutoff radius of the neighbour graph, in Å."""
+    num_radial: PositiveInt = 8
+    """Number of Bessel radial basis functions."""
+    num_layers: PositiveInt = 2
+    """Number of message-passing layers (the receptive field is
+    ``num_layers * cutoff``)."""
+    width: PositiveInt = 64
+    """Number of scalar features per atom; a multiple of ``num_heads``."""
+    num_vectors: PositiveInt = 16
+    """Number of vector features per atom."""
+    num_heads: Annotated[int, Field(ge=1)] = 4
+    """Number of attention heads."""
+    key_width: PositiveInt = 4
+    """Width of the queries and keys of each attention head."""
+    head_width: PositiveInt = 64
+    """Hidden width of each target's read-out network."""
+
+
+class TrainerHypers(TrainingHypers):
+    """Hypers of the shared training loop, with the GNN's defaults."""

@@ -1,0 +1,175 @@
+"""Atom types -> attention message passing -> per-target read-out networks."""
+
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorMap
+from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, System
+
+from atomtrain.abc import ModelInterface
+from atomtrain.architectures.gnn.documentation import ModelHypers
+from atomtrain.architectures.gnn.layers import EdgeGeometry, Interaction, Update
+from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
+from atomtrain.errors import UserError
+from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
+from atomtrain.nn.outputs import output_map
+from atomtrain.nn.radial import BesselBasis, polynomial_envelope
+
+
+class ScalarHead(torch.nn.Module):
+    """A small network from an atom's scalar features to one target, scaled and
+    shifted by the target's composition baseline."""
+
+    def __init__(self, target: TargetInfo, n_types: int, width: int, hidden: int):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.property_name = "energy" if target.is_energy else display_name(target.name)
+        self.network = torch.nn.Sequential(
+            torch.nn.LayerNorm(width),
+            torch.nn.Linear(width, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, target.num_subtargets),
+        )
+        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+
+    def forward(self, h: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
+        return self.baseline(self.network(h), type_index)
+
+
+class Gnn(ModelInterface[ModelHypers]):
+    __checkpoint_version__ = 1
+    __supported_devices__ = ["cuda", "cpu"]
+    __supported_dtypes__ = [torch.float64, torch.float32]
+    __default_metadata__ = ModelMetadata(
+        references={
+            "architecture": [
+                "https://arxiv.org/abs/2102.03150",  # PaiNN
+                "https://arxiv.org/abs/2202.02541",  # TorchMD-Net
+                "https://arxiv.org/abs/2305.19302",  # PET
+            ],
+        }
+    )
+
+    def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo):
+        super().__init__(hypers, dataset_info)
+        width, heads = hypers["width"], hypers["num_heads"]
+        if width % heads != 0:
+            raise UserError(
+                f"architecture.model.width ({width}) must be a multiple of "
+                f"architecture.model.num_heads ({heads})."
+            )
+        for target in dataset_info.targets.values():
+            if target.num_subtargets < 1:
+                raise UserError(f"target '{target.name}' has no components.")
+        n_types = len(dataset_info.atomic_types)
+        vectors, n_radial = hypers["num_vectors"], hypers["num_radial"]
+        self.cutoff = float(hypers["cutoff"])
+        self.type_index = TypeIndex(dataset_info.atomic_types)
+        self.embedding = torch.nn.Embedding(n_types, width)
+        self.radial = BesselBasis(self.cutoff, n_radial)
+        self.interactions = torch.nn.ModuleList(
+            [
+                Interaction(width, vectors, n_radial, heads, hypers["key_width"])
+                for _ in range(hypers["num_layers"])
+            ]
+        )
+        self.updates = torch.nn.ModuleList(
+            [Update(width, vectors) for _ in range(hypers["num_layers"])]
+        )
+        self.num_vectors = vectors
+        self.heads = torch.nn.ModuleDict(
+            {
+                name: ScalarHead(target, n_types, width, hypers["head_width"])
+                for name, target in dataset_info.targets.items()
+            }
+        )
+        self.neighbor_options = NeighborListOptions(
+            cutoff=self.cutoff, full_list=True, strict=False
+        )
+        self.outputs = {
+            name: ModelOutput(
+                unit=target.unit,
+                sample_kind="atom",
+                description=f"{display_name(name)} predicted by the GNN",
+            )
+            for name, target in dataset_info.targets.items()
+        }
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self.neighbor_options]
+
+    def supported_outputs(self) -> Dict[str, ModelOutput]:
+        return self.outputs
+
+    def geometry(self, flat: FlatSystems, n_atoms: int) -> EdgeGeometry:
+        distances = torch.linalg.vector_norm(flat.vectors, dim=1)
+        envelope = polynomial_envelope(distances, self.cutoff)
+        count = torch.zeros(n_atoms, dtype=distances.dtype, device=distances.device)
+        count = count.index_add(0, flat.centers, envelope)
+        return EdgeGeometry(
+            flat.centers,
+            flat.neighbors,
+            flat.vectors / distances.unsqueeze(1),
+            self.radial(distances),
+            envelope,
+            (1.0 + count).rsqrt().unsqueeze(1),
+        )
+
+    def features(self, flat: FlatSystems, type_index: torch.Tensor) -> torch.Tensor:
+        """Scalar features of every atom after the message-passing layers."""
+        n_atoms = type_index.shape[0]
+        edges = self.geometry(flat, n_atoms)
+        h = self.embedding(type_index)
+        v = torch.zeros((n_atoms, 3, self.num_vectors), dtype=h.dtype, device=h.device)
+        for interaction, update in zip(self.interactions, self.updates):
+            h, v = interaction(h, v, edges)
+            h, v = update(h, v)
+        return h
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        flat = flatten_systems(systems, self.neighbor_options)
+        type_index = self.type_index(flat.types)
+        h = self.features(flat, type_index)
+        mask = selected_mask(flat, selected_atoms)
+        results: Dict[str, TensorMap] = {}
+        for name, head in self.heads.items():
+            if name in outputs:
+                results[name] = output_map(
+                    head(h, type_index),
+                    flat,
+                    head.property_name,
+                    outputs[name].sample_kind == "atom",
+                    mask,
+                )
+        return results
+
+    def restart(self, dataset_info: DatasetInfo) -> "Gnn":
+        """Continue on data with new elements or new targets: known weights are
+        kept, new element embeddings and new heads start from fresh weights."""
+        merged = self.dataset_info.union(dataset_info)
+        if merged.to_dict() == self.dataset_info.to_dict():
+            return self
+        new = Gnn(self.hypers, merged).to(next(self.parameters()))
+        position = [
+            merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
+        ]
+        state = {
+            k: v
+            for k, v in self.state_dict().items()
+            if not k.startswith(("embedding.", "heads."))
+        }
+        new.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            new.embedding.weight[position] = self.embedding.weight
+            for name, head in self.heads.items():
+                target = new.heads[name]
+                target.network.load_state_dict(head.network.state_dict())
+                target.baseline.composition[position] = head.baseline.composition
+                target.baseline.scale.copy_(head.baseline.scale)
+        return new
