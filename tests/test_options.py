@@ -208,6 +208,7 @@ def test_defaults_come_from_the_architecture_documentation():
         "device",
         "base_precision",
         "loss",
+        "logging",
     }
     assert (options["device"], options["base_precision"]) == ("auto", 32)
     assert options["test_set"] == 0.0

@@ -6,7 +6,9 @@ import io
 import json
 import logging
 import os
-from typing import List
+import re
+from dataclasses import dataclass
+from typing import Dict, List
 
 import torch
 
@@ -23,6 +25,7 @@ from atomtrain.training.evaluate import Batch, predict, references
 from atomtrain.training.files import atomic_write_text
 from atomtrain.training.losses import normalised_errors
 from atomtrain.training.metrics import Metrics
+from atomtrain.training.progress import bar
 
 
 logger = logging.getLogger("atomtrain")
@@ -53,6 +56,18 @@ def add_parser(commands) -> None:
         "(default: extensions/ beside the model)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help="also write parity plots (predicted against reference) beside the "
+        "output, as OUTPUT_parity.png (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--progress-bar",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar of the batches (auto: only on a terminal)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -112,16 +127,30 @@ def in_memory_call(model):
     return lambda systems, outputs: model(systems, outputs, None)
 
 
-def evaluate_structures(
+@dataclass
+class Evaluation:
+    """Predictions and references of some structures, batch by batch, and the
+    metrics (empty when the structures have no reference values)."""
+
+    predictions: List[Batch]
+    references: List[Batch]
+    n_atoms: List[torch.Tensor]
+    report: Dict[str, float]
+
+
+def gather_predictions(
     model,
     structures: List[Structure],
     info: DatasetInfo,
     dtype,
     device,
-    label: str,
     batch_size: int,
-):
-    """Predictions for all structures and, with references, metrics logged."""
+    progress: str = "never",
+    label: str = "evaluation",
+) -> Evaluation:
+    """Predict every target of ``info`` for ``structures`` with an exported or
+    in-memory model; shared by ``atomtrain eval``, the end of training and the
+    parity plots so that they all score predictions the same way."""
     from metatomic.torch import AtomisticModel
 
     call = (
@@ -141,21 +170,89 @@ def evaluate_structures(
                 f"{sorted(known)})."
             )
     metrics = Metrics(info.targets)
-    predictions: List[Batch] = []
+    result = Evaluation([], [], [], {})
+    n_batches = -(-len(structures) // batch_size)
+    progress_bar = bar(n_batches, label, progress, unit="batch", leave=False)
     for start in range(0, len(structures), batch_size):
         batch = structures[start : start + batch_size]
         prediction = predict(call, batch, requests, info.targets, dtype, device)
-        predictions.append(prediction)
         reference = references(batch, info.targets, dtype, device)
         n_atoms = torch.tensor([len(s) for s in batch], dtype=dtype, device=device)
         metrics.update(normalised_errors(prediction, reference, info.targets, n_atoms))
-    report = metrics.report()
-    if report:
-        width = max(len(k) for k in report)
-        logger.info(f"{label} metrics:")
+        result.predictions.append(prediction)
+        result.references.append(reference)
+        result.n_atoms.append(n_atoms)
+        progress_bar.update(1)
+    progress_bar.close()
+    result.report = metrics.report()
+    return result
+
+
+_METRIC = re.compile(r"^(?P<label>.*) (?P<stat>RMSE|MAE) \((?P<unit>.*)\)$")
+
+
+def metric_parts(key: str) -> tuple[str, str, str]:
+    """``"forces RMSE (meV/Å)"`` -> ``("forces", "RMSE", "meV/Å")``."""
+    match = _METRIC.match(key)
+    return match.groups() if match else (key, "", "")
+
+
+def metrics_table(reports: Dict[str, Dict[str, float]]) -> List[str]:
+    """Aligned lines of MAE and RMSE per quantity, with a split column when
+    ``reports`` (split name -> ``Metrics.report()``) has more than one split."""
+    rows: Dict[tuple, Dict[str, str]] = {}
+    for split, report in reports.items():
         for key, value in report.items():
-            logger.info(f"  {key:<{width}}  {value:.6g}")
-    return predictions, report
+            label, stat, unit = metric_parts(key)
+            rows.setdefault((label, split, unit), {})[stat] = f"{value:.4g}"
+    if not rows:
+        return []
+    with_split = len(reports) > 1
+    header = ["quantity", "split", "MAE", "RMSE", "unit"]
+    lines = [
+        [label, split, stats.get("MAE", "-"), stats.get("RMSE", "-"), unit]
+        for (label, split, unit), stats in rows.items()
+    ]
+    if not with_split:
+        header.pop(1)
+        lines = [line[:1] + line[2:] for line in lines]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    numeric = {len(header) - 3, len(header) - 2}  # MAE and RMSE, right-aligned
+
+    def fmt(row: List[str]) -> str:
+        cells = [
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(header)] + [fmt(line) for line in lines]
+
+
+def log_metrics(title: str, reports: Dict[str, Dict[str, float]]) -> None:
+    lines = metrics_table(reports)
+    if lines:
+        logger.info(f"{title}:")
+        for line in lines:
+            logger.info(f"  {line}")
+
+
+def evaluate_structures(
+    model,
+    structures: List[Structure],
+    info: DatasetInfo,
+    dtype,
+    device,
+    label: str,
+    batch_size: int,
+    progress: str = "never",
+):
+    """Predictions for all structures and, with references, metrics logged."""
+    result = gather_predictions(
+        model, structures, info, dtype, device, batch_size, progress, label
+    )
+    log_metrics(f"{label} metrics", {label: result.report})
+    return result.predictions, result.report
 
 
 def write_predictions(
@@ -238,15 +335,24 @@ def run(args) -> int:
     ]
     device = torch.device(args.device)
     model = model.to(device)
-    predictions, report = evaluate_structures(
-        model, structures, info, dtype, device, "evaluation", args.batch_size
+    evaluation = gather_predictions(
+        model, structures, info, dtype, device, args.batch_size, args.progress_bar
     )
-    write_predictions(args.output, structures, info, predictions, args.batch_size)
+    log_metrics("evaluation metrics", {"evaluation": evaluation.report})
+    write_predictions(
+        args.output, structures, info, evaluation.predictions, args.batch_size
+    )
     logger.info(
         f"predictions for {len(structures)} structures written to {args.output}"
     )
-    if report:
-        metrics_path = os.path.splitext(args.output)[0] + "_metrics.json"
-        atomic_write_text(metrics_path, json.dumps(report, indent=2))
+    stem = os.path.splitext(args.output)[0]
+    if evaluation.report:
+        metrics_path = stem + "_metrics.json"
+        atomic_write_text(metrics_path, json.dumps(evaluation.report, indent=2))
         logger.info(f"metrics written to {metrics_path}")
+    if args.plot:
+        from atomtrain.training.plots import have_matplotlib, write_parity_plot
+
+        if have_matplotlib():
+            write_parity_plot(stem + "_parity.png", evaluation, info, "evaluation")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -178,6 +178,67 @@ class ArchitectureSection(_Strict):
     )
 
 
+class WandbSection(BaseModel):
+    # any other key is passed on to wandb.init as it is (entity, tags, group, ...)
+    model_config = ConfigDict(extra="allow")
+
+    project: Optional[str] = Field(
+        None,
+        description=("Weights & Biases project; unset uses wandb's default."),
+    )
+    name: Optional[str] = Field(
+        None,
+        description=("Name of the run; unset lets wandb draw one."),
+    )
+    mode: Optional[Literal["online", "offline", "disabled"]] = Field(
+        None,
+        description=(
+            "`online` (synchronise while training), `offline` (write the run "
+            "under `OUTPUT_DIR/wandb` for a later `wandb sync`) or `disabled`; "
+            "unset follows `WANDB_MODE` or wandb's default. Other keys of this "
+            "section (`entity`, `tags`, `group`, ...) are passed to `wandb.init`."
+        ),
+    )
+
+
+class LoggingSection(_Strict):
+    progress_bar: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description=(
+            "Progress bars of epochs, batches and validation: `auto` shows them "
+            "only when stdout and stderr are terminals, so log files stay clean."
+        ),
+    )
+    plots: bool = Field(
+        True,
+        description=(
+            "After training, write `learning_curves.png` and one "
+            "`parity_SPLIT.png` per dataset split in the run folder (needs "
+            "matplotlib: `pip install 'atomtrain[plots]'`)."
+        ),
+    )
+    tensorboard: bool = Field(
+        False,
+        description=(
+            "Write TensorBoard event files of every logged epoch under "
+            "`OUTPUT_DIR/tensorboard` (needs `pip install 'atomtrain[tensorboard]'`)."
+        ),
+    )
+    wandb: Union[Literal[False], WandbSection] = Field(
+        False,
+        description=(
+            "Log every logged epoch to Weights & Biases: `false`, `true` (wandb's "
+            "defaults) or a section passed to `wandb.init` with `dir` set to the "
+            "run folder (needs `pip install 'atomtrain[wandb]'`)."
+        ),
+    )
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _wandb_short_form(cls, value):
+        return {} if value is True else value
+
+
 Fraction = float
 DatasetOrList = Union[DatasetSection, list[DatasetSection]]
 
@@ -238,5 +299,12 @@ class BaseOptions(_Strict):
         description=(
             "Loss per training target; see [the loss section](#the-loss-section)."
             " Filled in for every training target."
+        ),
+    )
+    logging: LoggingSection = Field(
+        default_factory=LoggingSection,
+        description=(
+            "What a run shows while it trains and writes besides `train.csv`: "
+            "progress bars, plots, TensorBoard and Weights & Biases."
         ),
     )

@@ -23,7 +23,10 @@ def new_run_dir(root: str = "outputs") -> str:
 
 
 def _comparable(options: dict, compare_seed: bool) -> dict:
+    """The options that make two runs the same run (how a run is watched, its
+    ``logging`` section, does not)."""
     options = dict(options)
+    options.pop("logging", None)
     if not compare_seed:
         options.pop("seed", None)
     return options
