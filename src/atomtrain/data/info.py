@@ -31,10 +31,21 @@ class TargetInfo:
     per_atom: bool = False
     num_subtargets: int = 1
     gradients: list[str] = field(default_factory=list)  # "positions", "strain"
+    rank: int = 0  # 0: scalar(s); 1: Cartesian vector; 2: Cartesian rank-2 tensor
 
     @property
     def is_energy(self) -> bool:
         return self.quantity == "energy"
+
+    @property
+    def components(self) -> int:
+        """Cartesian components per property: 1, 3 or 9."""
+        return 3**self.rank
+
+    @property
+    def width(self) -> int:
+        """Numbers per structure (or atom): flattened components x properties."""
+        return self.components * self.num_subtargets
 
     def to_dict(self) -> dict:
         return {
@@ -44,6 +55,7 @@ class TargetInfo:
             "per_atom": self.per_atom,
             "num_subtargets": self.num_subtargets,
             "gradients": list(self.gradients),
+            "rank": self.rank,
         }
 
     @classmethod

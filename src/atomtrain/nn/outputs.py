@@ -8,17 +8,31 @@ from metatensor.torch import Labels, TensorBlock, TensorMap
 from atomtrain.nn.flat import FlatSystems
 
 
+def cartesian_components(rank: int, device: torch.device) -> List[Labels]:
+    """metatomic's component labels of a Cartesian tensor of ``rank``."""
+    xyz = torch.arange(3, dtype=torch.int32, device=device).reshape(-1, 1)
+    if rank == 0:
+        return []
+    if rank == 1:
+        return [Labels(["xyz"], xyz)]
+    return [Labels(["xyz_1"], xyz), Labels(["xyz_2"], xyz)]
+
+
 def output_map(
     atomic: torch.Tensor,
     flat: FlatSystems,
     property_name: str,
     per_atom: bool,
     mask: Optional[torch.Tensor],
+    rank: int = 0,
 ) -> TensorMap:
-    """Per-atom values ``(n_atoms, k)`` as a TensorMap, summed per system unless
-    ``per_atom``; ``mask`` keeps only selected atoms."""
+    """Per-atom values ``(n_atoms, [3, [3,]] k)`` as a TensorMap, summed per
+    system unless ``per_atom``; ``mask`` keeps only selected atoms; ``rank`` > 0
+    values are Cartesian tensors (components ``xyz`` or ``xyz_1, xyz_2``)."""
     device = atomic.device
-    n_properties = atomic.shape[1]
+    n_properties = atomic.shape[-1]
+    shape = atomic.shape[1:]
+    atomic = atomic.reshape(atomic.shape[0], -1)
     properties = Labels(
         [property_name],
         torch.arange(n_properties, dtype=torch.int32, device=device).reshape(-1, 1),
@@ -34,7 +48,7 @@ def output_map(
         if mask is not None:
             atomic = atomic * mask.to(atomic.dtype).unsqueeze(1)
         values = torch.zeros(
-            (flat.n_systems, n_properties), dtype=atomic.dtype, device=device
+            (flat.n_systems, atomic.shape[1]), dtype=atomic.dtype, device=device
         )
         values = values.index_add(0, flat.system_index, atomic)
         samples = Labels(
@@ -43,8 +57,14 @@ def output_map(
                 -1, 1
             ),
         )
+    new_shape: List[int] = [values.shape[0]]
+    for size in shape:
+        new_shape.append(size)
     block = TensorBlock(
-        values=values, samples=samples, components=[], properties=properties
+        values=values.reshape(new_shape),
+        samples=samples,
+        components=cartesian_components(rank, device),
+        properties=properties,
     )
     keys = Labels("_", torch.zeros((1, 1), dtype=torch.int32, device=device))
     blocks: List[TensorBlock] = [block]

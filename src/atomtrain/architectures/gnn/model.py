@@ -1,6 +1,6 @@
 """Atom types -> attention message passing -> per-target read-out networks."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from metatensor.torch import Labels, TensorMap
@@ -35,6 +35,50 @@ class ScalarHead(torch.nn.Module):
 
     def forward(self, h: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
         return self.baseline(self.network(h), type_index)
+
+
+class CartesianHead(torch.nn.Module):
+    """An equivariant read-out of a Cartesian target from the vector features.
+
+    Rank 1: ``sum_c g_c(h) v_c``; rank 2 (symmetric, e.g. a polarizability):
+    ``sum_c g_c(h) v_c (x) v_c + s(h) I``. The gates ``g`` and ``s`` depend on
+    invariants only, so the output rotates with the structure. The composition
+    baseline only shifts the isotropic part of rank-2 targets (a constant vector
+    per element would break the symmetry)."""
+
+    def __init__(
+        self, target: TargetInfo, n_types: int, width: int, vectors: int, hidden: int
+    ):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.rank = target.rank
+        self.vectors = vectors
+        self.n_properties = target.num_subtargets
+        self.property_name = display_name(target.name)
+        n_gates = vectors * self.n_properties
+        if self.rank == 2:
+            n_gates += self.n_properties
+        self.network = torch.nn.Sequential(
+            torch.nn.LayerNorm(width),
+            torch.nn.Linear(width, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, n_gates),
+        )
+        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+
+    def forward(
+        self, h: torch.Tensor, v: torch.Tensor, type_index: torch.Tensor
+    ) -> torch.Tensor:
+        n_atoms, P, V = h.shape[0], self.n_properties, self.vectors
+        gates = self.network(h)
+        weights = gates[:, : V * P].reshape(n_atoms, V, P)
+        scale = self.baseline.scale
+        if self.rank == 1:
+            return torch.einsum("axv,avp->axp", v, weights) * scale
+        outer = torch.einsum("axv,ayv,avp->axyp", v, v, weights)
+        isotropic = gates[:, V * P :] * scale + self.baseline.composition[type_index]
+        eye = torch.eye(3, dtype=h.dtype, device=h.device).reshape(1, 3, 3, 1)
+        return outer * scale + isotropic.reshape(n_atoms, 1, 1, P) * eye
 
 
 class Gnn(ModelInterface[ModelHypers]):
@@ -82,6 +126,16 @@ class Gnn(ModelInterface[ModelHypers]):
             {
                 name: ScalarHead(target, n_types, width, hypers["head_width"])
                 for name, target in dataset_info.targets.items()
+                if target.rank == 0
+            }
+        )
+        self.cartesian_heads = torch.nn.ModuleDict(
+            {
+                name: CartesianHead(
+                    target, n_types, width, vectors, hypers["head_width"]
+                )
+                for name, target in dataset_info.targets.items()
+                if target.rank > 0
             }
         )
         self.neighbor_options = NeighborListOptions(
@@ -95,6 +149,9 @@ class Gnn(ModelInterface[ModelHypers]):
             )
             for name, target in dataset_info.targets.items()
         }
+
+    def is_head_parameter(self, name: str) -> bool:
+        return name.startswith(("heads.", "cartesian_heads."))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.neighbor_options]
@@ -116,8 +173,10 @@ class Gnn(ModelInterface[ModelHypers]):
             (1.0 + count).rsqrt().unsqueeze(1),
         )
 
-    def features(self, flat: FlatSystems, type_index: torch.Tensor) -> torch.Tensor:
-        """Scalar features of every atom after the message-passing layers."""
+    def features(
+        self, flat: FlatSystems, type_index: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Scalar and vector features of every atom after message passing."""
         n_atoms = type_index.shape[0]
         edges = self.geometry(flat, n_atoms)
         h = self.embedding(type_index)
@@ -125,7 +184,7 @@ class Gnn(ModelInterface[ModelHypers]):
         for interaction, update in zip(self.interactions, self.updates):
             h, v = interaction(h, v, edges)
             h, v = update(h, v)
-        return h
+        return h, v
 
     def forward(
         self,
@@ -135,7 +194,7 @@ class Gnn(ModelInterface[ModelHypers]):
     ) -> Dict[str, TensorMap]:
         flat = flatten_systems(systems, self.neighbor_options)
         type_index = self.type_index(flat.types)
-        h = self.features(flat, type_index)
+        h, v = self.features(flat, type_index)
         mask = selected_mask(flat, selected_atoms)
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
@@ -146,6 +205,16 @@ class Gnn(ModelInterface[ModelHypers]):
                     head.property_name,
                     outputs[name].sample_kind == "atom",
                     mask,
+                )
+        for name, head in self.cartesian_heads.items():
+            if name in outputs:
+                results[name] = output_map(
+                    head(h, v, type_index),
+                    flat,
+                    head.property_name,
+                    outputs[name].sample_kind == "atom",
+                    mask,
+                    head.rank,
                 )
         return results
 
@@ -162,7 +231,7 @@ class Gnn(ModelInterface[ModelHypers]):
         state = {
             k: v
             for k, v in self.state_dict().items()
-            if not k.startswith(("embedding.", "heads."))
+            if not k.startswith(("embedding.", "heads.", "cartesian_heads."))
         }
         new.load_state_dict(state, strict=False)
         with torch.no_grad():
@@ -172,4 +241,9 @@ class Gnn(ModelInterface[ModelHypers]):
                 target.network.load_state_dict(head.network.state_dict())
                 target.baseline.composition[position] = head.baseline.composition
                 target.baseline.scale.copy_(head.baseline.scale)
+            for name, cartesian in self.cartesian_heads.items():
+                target = new.cartesian_heads[name]
+                target.network.load_state_dict(cartesian.network.state_dict())
+                target.baseline.composition[position] = cartesian.baseline.composition
+                target.baseline.scale.copy_(cartesian.baseline.scale)
         return new

@@ -91,6 +91,13 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         for target in dataset_info.targets.values():
             if target.num_subtargets < 1:
                 raise UserError(f"target '{target.name}' has no components.")
+            if target.rank > 0:
+                raise UserError(
+                    f"target '{display_name(target.name)}' is a Cartesian tensor "
+                    f"of rank {target.rank}, and SOAP-BPNN predicts invariant "
+                    "(scalar) targets only. Train it with the 'gnn' architecture, "
+                    "whose vector features give equivariant outputs."
+                )
         soap, bpnn = hypers["soap"], hypers["bpnn"]
         n_types = len(dataset_info.atomic_types)
         self.type_index = TypeIndex(dataset_info.atomic_types)
