@@ -14,6 +14,7 @@ from atomtrain.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     from atomtrain.cli import arch as arch_command
+    from atomtrain.cli import data as data_command
     from atomtrain.cli import eval as eval_command
     from atomtrain.cli import export as export_command
     from atomtrain.cli import train as train_command
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         export_command,
         arch_command,
         upgrade_command,
+        data_command,
     )
     for module in commands_in_order:
         module.add_parser(commands)

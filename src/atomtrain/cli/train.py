@@ -14,9 +14,11 @@ import yaml
 from atomtrain.architectures.registry import import_architecture
 from atomtrain.cli.export import load_model
 from atomtrain.data.dataset import load_datasets
+from atomtrain.data.sequences import LazyStructures, Subset, concatenate
 from atomtrain.errors import UserError
 from atomtrain.export import save_exported
 from atomtrain.options.load import apply_overrides, load_options, read_yaml
+from atomtrain.training import distributed
 from atomtrain.training.files import atomic_copy, atomic_write_text
 from atomtrain.training.loop import TrainingStopped
 from atomtrain.training.observers import Observers
@@ -27,6 +29,7 @@ from atomtrain.training.runs import find_resumable, new_run_dir
 logger = logging.getLogger("atomtrain")
 DTYPES = {32: torch.float32, 64: torch.float64}
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on a signal, resumable with --restart
+REPORT_SAMPLE = 10_000  # structures of a packed split shown in the plots
 
 
 def add_parser(commands) -> None:
@@ -96,8 +99,8 @@ def _log_to_file(path: str) -> logging.Handler:
     return handler
 
 
-def run(args) -> int:
-    options = load_options(args.options, args.override)
+def _run_folder(args, options: dict) -> tuple[dict, str | None, str]:
+    """(options, checkpoint to resume, run folder): decided once, by rank 0."""
     restart, output_dir = args.restart, args.output_dir
     if restart == "auto":
         seed_given = "seed" in apply_overrides(read_yaml(args.options), args.override)
@@ -112,22 +115,63 @@ def run(args) -> int:
             logger.info(f"--restart auto: continuing {restart}")
     output_dir = output_dir or new_run_dir()
     os.makedirs(output_dir, exist_ok=True)
-    handler = _log_to_file(os.path.join(output_dir, "train.log"))
+    return options, restart, output_dir
+
+
+def run(args) -> int:
+    options = load_options(args.options, args.override)
+    model_class = import_architecture(options["architecture"]["name"]).__model__
+    device = pick_device(options["device"], model_class.__supported_devices__)
+    world = distributed.start(device)  # a world of one unless torchrun/srun
+    atomtrain_logger = logging.getLogger("atomtrain")
+    level = atomtrain_logger.level
+    if not world.is_main:
+        atomtrain_logger.setLevel(logging.ERROR)  # rank 0 reports for all
+    handler = None
     try:
-        return _train(options, restart, output_dir)
+        # the seed drawn for an unset 'seed', the run folder and the checkpoint
+        # to resume are rank 0's
+        options, restart, output_dir = world.on_main(lambda: _run_folder(args, options))
+        if world.is_main:
+            handler = _log_to_file(os.path.join(output_dir, "train.log"))
+        return _train(options, restart, output_dir, world)
     except TrainingStopped as stopped:
         logger.warning(str(stopped))
         return EXIT_STOPPED
     finally:
-        logging.getLogger("atomtrain").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            atomtrain_logger.removeHandler(handler)
+            handler.close()
+        atomtrain_logger.setLevel(level)
+        world.close()
 
 
-def _train(options: dict, restart: str | None, output_dir: str) -> int:
-    atomic_write_text(
-        os.path.join(output_dir, "options_restart.yaml"),
-        yaml.safe_dump(options, sort_keys=False),
-    )
+def _sampled(datasets: list) -> list:
+    """Packed splits thinned to at most REPORT_SAMPLE evenly spaced structures:
+    the end-of-run plots hold their predictions in memory, and a parity plot of
+    millions of points shows nothing more."""
+    thinned = []
+    for dataset in datasets:
+        if isinstance(dataset, LazyStructures) and len(dataset) > REPORT_SAMPLE:
+            step = len(dataset) / REPORT_SAMPLE
+            indices = [int(i * step) for i in range(REPORT_SAMPLE)]
+            logger.info(
+                f"the end-of-run report uses {REPORT_SAMPLE} evenly spaced of the "
+                f"{len(dataset)} structures of a packed split"
+            )
+            dataset = Subset(dataset, indices)
+        thinned.append(dataset)
+    return thinned
+
+
+def _train(
+    options: dict, restart: str | None, output_dir: str, world: distributed.World
+) -> int:
+    if world.is_main:
+        atomic_write_text(
+            os.path.join(output_dir, "options_restart.yaml"),
+            yaml.safe_dump(options, sort_keys=False),
+        )
     seed_everything(options["seed"])
     name = options["architecture"]["name"]
     architecture = import_architecture(name)
@@ -137,9 +181,11 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
         raise UserError(
             f"base_precision {options['base_precision']} is not supported by '{name}'."
         )
-    device = pick_device(options["device"], model_class.__supported_devices__)
+    device = world.device
+    processes = f" in {world.size} processes" if world.size > 1 else ""
     logger.info(
-        f"atomtrain: training '{name}' on {device} ({dtype}), outputs in {output_dir}"
+        f"atomtrain: training '{name}' on {device} ({dtype}){processes}, outputs "
+        f"in {output_dir}"
     )
 
     train, val, test, dataset_info = load_datasets(options)
@@ -169,8 +215,11 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
     n_parameters = sum(p.numel() for p in model.parameters())
     logger.info(f"model has {n_parameters:,} parameters")
 
-    trainer.observers = Observers(make_observers(options, output_dir))
+    if world.is_main:
+        trainer.observers = Observers(make_observers(options, output_dir))
     trainer.train(model, dtype, [device], train, val, output_dir)
+    if not world.is_main:
+        return 0  # rank 0 saves, exports and evaluates
 
     checkpoint_path = os.path.join(output_dir, "model.ckpt")
     trainer.save_checkpoint(model, checkpoint_path)
@@ -184,7 +233,7 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
         shutil.copytree(extensions, "extensions", dirs_exist_ok=True)
     report_after_training(
         export_model.to(device),
-        {"train": train, "validation": val, "test": test},
+        {"train": _sampled(train), "validation": _sampled(val), "test": _sampled(test)},
         dataset_info,
         dtype,
         device,
@@ -194,10 +243,9 @@ def _train(options: dict, restart: str | None, output_dir: str) -> int:
     if any(len(d) for d in test):
         from atomtrain.cli.eval import evaluate_structures
 
-        test_structures = [s for d in test for s in d]
         evaluate_structures(
             export_model.to(device),
-            test_structures,
+            concatenate(test),
             dataset_info,
             dtype,
             device,

@@ -1,4 +1,8 @@
-"""Datasets from options: targets, reading, random splits and DatasetInfo."""
+"""Datasets from options: targets, reading, random splits and DatasetInfo.
+
+A dataset is a list of in-memory structures, or a lazy sequence over a packed
+store (``.atd``) that is never loaded whole: splits of it are index subsets.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from atomtrain.data.readers import (
     read_structures,
     resolve_auto_gradients,
 )
-from atomtrain.data.structure import Structure
+from atomtrain.data.sequences import Dataset, atomic_types_of, subset
 from atomtrain.errors import UserError
 
 
@@ -28,6 +32,16 @@ def target_info(name: str, options: dict) -> TargetInfo:
     if options.get("stress") or options.get("virial"):
         gradients.append("strain")
     unit = options["unit"] if options["quantity"] != "energy" else "eV"
+    kind = options.get("type", "scalar")
+    rank = 0 if kind == "scalar" else kind["cartesian"]["rank"]
+    if rank and (gradients or options["quantity"] == "energy"):
+        raise UserError(
+            f"target '{name}' is a Cartesian tensor (type: {{cartesian: {{rank: "
+            f"{rank}}}}}) with quantity '{options['quantity']}' and gradients "
+            f"{gradients or 'none'}: Cartesian targets cannot be energies and have "
+            "no forces or stress. Give it another quantity (e.g. dipole) and "
+            "remove forces/stress/virial, or make it a scalar target."
+        )
     return TargetInfo(
         name=output_name(name),
         quantity=options["quantity"],
@@ -35,11 +49,19 @@ def target_info(name: str, options: dict) -> TargetInfo:
         per_atom=options["per_atom"],
         num_subtargets=options["num_subtargets"],
         gradients=gradients,
+        rank=rank,
     )
 
 
-def read_dataset(section: dict, cache: dict) -> tuple[List[Structure], dict]:
-    """Structures of one dataset section, targets renamed to their output names."""
+def read_dataset(section: dict, cache: dict) -> tuple[Dataset, dict]:
+    """Structures of one dataset section, targets renamed to their output names
+    (a lazy dataset when the section names a packed store)."""
+    from atomtrain.data.packed import is_packed
+
+    if is_packed(section["systems"]["read_from"]):
+        from atomtrain.data.packed_section import open_packed
+
+        return open_packed(section)
     section = resolve_auto_gradients(
         copy.deepcopy(section), lambda path: cached_frames(cache, path)
     )
@@ -74,7 +96,7 @@ def _merge_targets(into: dict, new: dict, where: str) -> None:
             into[name] = info
 
 
-def split(structures: List[Structure], fraction: float, generator, what: str):
+def split(structures: Dataset, fraction: float, generator, what: str):
     """Take ``fraction`` of ``structures`` at random (at least one structure)."""
     n_take = int(round(fraction * len(structures)))
     if fraction > 0 and n_take == 0:
@@ -85,9 +107,7 @@ def split(structures: List[Structure], fraction: float, generator, what: str):
             "structure to train on. Use a smaller fraction or more data."
         )
     order = torch.randperm(len(structures), generator=generator).tolist()
-    taken = [structures[i] for i in order[:n_take]]
-    rest = [structures[i] for i in order[n_take:]]
-    return rest, taken
+    return subset(structures, order[n_take:]), subset(structures, order[:n_take])
 
 
 def load_datasets(options: dict):
@@ -112,14 +132,22 @@ def load_datasets(options: dict):
                     if value > 0
                     else (dataset, [])
                 )
-                taken.extend(part)
-            splits[name] = [taken]
+                taken.append(part)
+            splits[name] = _joined(taken)
         else:
             splits[name] = []
             for section in _as_list(value):
                 structures, infos = read_dataset(section, cache)
                 _merge_targets(targets, infos, name)
                 splits[name].append(structures)
-    types = sorted({int(t) for d in train for s in d for t in s.types.unique()})
+    types = sorted({t for dataset in train for t in atomic_types_of(dataset)})
     info = DatasetInfo(atomic_types=types, targets=targets)
     return train, splits["validation_set"], splits["test_set"], info
+
+
+def _joined(parts: List[Dataset]) -> List[Dataset]:
+    """The parts taken from each training dataset: one list when all are lists
+    (as before), else the non-empty parts side by side."""
+    if all(isinstance(p, list) for p in parts):
+        return [[s for part in parts for s in part]]
+    return [p for p in parts if len(p)]

@@ -1,5 +1,9 @@
 """Neighbour lists computed once per structure, and metatomic Systems per batch.
 
+Structures held in memory keep their lists for the whole training; structures
+of a packed store are read anew at each access, so their lists are computed
+when a batch is built and dropped with it (memory stays bounded).
+
 The distance vectors are rebuilt from positions and cell at every evaluation so
 that forces (position gradient) and stress (strain gradient) flow through them.
 """
@@ -14,6 +18,7 @@ import vesin
 from metatensor.torch import Labels, TensorBlock
 from metatomic.torch import NeighborListOptions, System
 
+from atomtrain.data.sequences import Dataset, in_memory
 from atomtrain.data.structure import Structure
 
 
@@ -21,26 +26,43 @@ def _key(options: NeighborListOptions) -> tuple[float, bool]:
     return (float(options.cutoff), bool(options.full_list))
 
 
-def compute_neighbors(
-    structures: List[Structure], requests: List[NeighborListOptions]
-) -> None:
-    """Fill each structure's neighbour cache for every requested list (once)."""
+def compute_neighbors(structures: Dataset, requests: List[NeighborListOptions]) -> int:
+    """Fill each in-memory structure's neighbour cache for every requested list
+    (once); lazy structures are skipped (see :func:`neighbors_of`). Returns the
+    number of in-memory structures."""
+    structures = in_memory(structures)
     for options in requests:
         key = _key(options)
         calculator = vesin.NeighborList(cutoff=key[0], full_list=key[1])
         for structure in structures:
-            if key in structure.neighbors:
-                continue
-            pairs, shifts = calculator.compute(
-                points=structure.positions.numpy(),
-                box=structure.cell.numpy(),
-                periodic=structure.pbc.numpy(),
-                quantities="PS",
-            )
-            structure.neighbors[key] = (
-                torch.from_numpy(pairs.astype(np.int64)),
-                torch.from_numpy(shifts.astype(np.int64)),
-            )
+            if key not in structure.neighbors:
+                structure.neighbors[key] = _compute(calculator, structure)
+    return len(structures)
+
+
+def _compute(calculator, structure: Structure) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs, shifts = calculator.compute(
+        points=structure.positions.numpy(),
+        box=structure.cell.numpy(),
+        periodic=structure.pbc.numpy(),
+        quantities="PS",
+    )
+    return (
+        torch.from_numpy(pairs.astype(np.int64)),
+        torch.from_numpy(shifts.astype(np.int64)),
+    )
+
+
+def neighbors_of(
+    structure: Structure, options: NeighborListOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cached list of ``structure``, computed now when it has none (a
+    structure read from a packed store lives only as long as its batch)."""
+    key = _key(options)
+    if key not in structure.neighbors:
+        calculator = vesin.NeighborList(cutoff=key[0], full_list=key[1])
+        structure.neighbors[key] = _compute(calculator, structure)
+    return structure.neighbors[key]
 
 
 _COMPONENTS = Labels("xyz", torch.tensor([[0], [1], [2]]))
@@ -84,7 +106,7 @@ def make_system(
         pbc=structure.pbc.to(device=device),
     )
     for options in requests:
-        pairs, shifts = structure.neighbors[_key(options)]
+        pairs, shifts = neighbors_of(structure, options)
         pairs = pairs.to(device)
         shifts = shifts.to(device)
         vectors = (

@@ -1,8 +1,16 @@
-"""Fit every TargetBaseline of a model on the training structures."""
+"""Fit every TargetBaseline of a model on the training structures.
+
+The fit streams over the structures in chunks, accumulating sufficient
+statistics (the normal equations of the composition fit, per-type running means
+and variances, sums of squared forces) instead of stacking the whole training
+set into matrices, so it runs in bounded memory over a packed store larger than
+memory. A second pass is made only for the residual spread of per-structure
+targets without forces.
+"""
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, Iterable, List, Sequence
 
 import torch
 
@@ -11,64 +19,205 @@ from atomtrain.data.structure import Structure
 from atomtrain.nn.baseline import TargetBaseline
 
 
+CHUNK = 4096  # structures per vectorised update
+
+
 def fit_baselines(
-    model: torch.nn.Module, structures: List[Structure], dataset_info: DatasetInfo
+    model: torch.nn.Module, structures: Sequence[Structure], dataset_info: DatasetInfo
 ) -> dict[str, torch.Tensor]:
     """Fit composition and scale of each target; returns the scales found."""
+    modules = {
+        m.target_name: m for m in model.modules() if isinstance(m, TargetBaseline)
+    }
+    infos = [dataset_info.targets[name] for name in modules]
+    fits = fit_all(infos, structures, dataset_info.atomic_types)
     scales = {}
-    for module in model.modules():
-        if isinstance(module, TargetBaseline):
-            info = dataset_info.targets[module.target_name]
-            if not any(info.name in s.targets for s in structures):
-                continue  # no label here (a model continued on other data): keep it
-            composition, scale = fit_one(info, structures, dataset_info.atomic_types)
-            module.composition.copy_(composition.to(module.composition))
-            module.scale.copy_(scale.to(module.scale))
-            scales[module.target_name] = scale
+    for name, module in modules.items():
+        if name not in fits:
+            continue  # no label here (a model continued on other data): keep it
+        composition, scale = fits[name]
+        module.composition.copy_(composition.to(module.composition))
+        module.scale.copy_(scale.to(module.scale))
+        scales[name] = scale
     return scales
 
 
-def _counts(structures, atomic_types) -> torch.Tensor:
-    index = {t: i for i, t in enumerate(atomic_types)}
-    counts = torch.zeros(len(structures), len(atomic_types), dtype=torch.float64)
-    for row, structure in enumerate(structures):
-        for t, n in zip(*torch.unique(structure.types, return_counts=True)):
-            counts[row, index[int(t)]] = float(n)
-    return counts
-
-
-def fit_one(info: TargetInfo, structures: List[Structure], atomic_types: list[int]):
+def fit_one(info: TargetInfo, structures: Sequence[Structure], atomic_types: list[int]):
     """Per-type composition values and a scale for one target."""
-    name = info.name
-    usable = [s for s in structures if name in s.targets]
-    per_atom = info.per_atom
-    n_types = len(atomic_types)
-    if per_atom:
-        types = torch.cat([s.types for s in usable])
-        values = torch.cat([s.targets[name] for s in usable])
-        composition = torch.zeros(n_types, values.shape[1], dtype=torch.float64)
-        for i, t in enumerate(atomic_types):
-            mask = types == t
-            if mask.any():
-                composition[i] = values[mask].mean(0)
-        residual = (
-            values - composition[torch.searchsorted(torch.tensor(atomic_types), types)]
-        )
-        scale = residual.std(0) if len(residual) > 1 else torch.ones(values.shape[1])
-    else:
-        counts = _counts(usable, atomic_types)
-        values = torch.cat([s.targets[name] for s in usable])
-        # ridge-regularised least squares: stable when compositions are collinear
-        gram = counts.T @ counts + 1e-8 * torch.eye(n_types, dtype=torch.float64)
-        composition = torch.linalg.solve(gram, counts.T @ values)
-        n_atoms = counts.sum(1, keepdim=True)
-        residual = (values - counts @ composition) / n_atoms
-        forces = [s.forces[name] for s in usable if name in s.forces]
+    return fit_all([info], structures, atomic_types)[info.name]
+
+
+def fit_all(
+    infos: List[TargetInfo], structures: Sequence[Structure], atomic_types: list[int]
+) -> Dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(composition, scale) of every target with at least one label."""
+    fits = {
+        info.name: (_CartesianFit if info.rank > 0 else _Fit)(info, atomic_types)
+        for info in infos
+    }
+    for chunk in _chunks(structures):
+        for fit in fits.values():
+            fit.first_pass(chunk)
+    second = [fit for fit in fits.values() if fit.needs_second_pass()]
+    if second:
+        for chunk in _chunks(structures):
+            for fit in second:
+                fit.second_pass(chunk)
+    return {name: fit.result() for name, fit in fits.items() if fit.n_labelled}
+
+
+def _chunks(structures: Iterable[Structure]) -> Iterable[List[Structure]]:
+    chunk: List[Structure] = []
+    for structure in structures:
+        chunk.append(structure)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations per column, merged chunk by
+    chunk (Chan et al.), stable when the mean is much larger than the spread."""
+
+    def __init__(self, shape):
+        self.count = torch.zeros(shape[:-1], dtype=torch.float64)
+        self.mean = torch.zeros(shape, dtype=torch.float64)
+        self.m2 = torch.zeros(shape, dtype=torch.float64)
+
+    def add(self, index, values: torch.Tensor) -> None:
+        """Merge the rows ``values`` into the moments at ``index``."""
+        n = values.shape[0]
+        if n == 0:
+            return
+        mean = values.mean(0)
+        m2 = (values - mean).pow(2).sum(0)
+        total = self.count[index] + n
+        delta = mean - self.mean[index]
+        self.m2[index] += m2 + delta.pow(2) * self.count[index] * n / total
+        self.mean[index] += delta * n / total
+        self.count[index] = total
+
+
+class _Fit:
+    """Sufficient statistics of one target's composition and scale."""
+
+    def __init__(self, info: TargetInfo, atomic_types: list[int]):
+        self.name, self.per_atom = info.name, info.per_atom
+        self.types = torch.tensor(atomic_types)
+        n_types, k = len(atomic_types), info.num_subtargets
+        self.n_labelled = 0
+        self.per_type = _Moments((n_types, k))  # per-atom targets
+        self.gram = torch.zeros(n_types, n_types, dtype=torch.float64)
+        self.rhs = torch.zeros(n_types, k, dtype=torch.float64)
+        self.force_squares, self.force_count = 0.0, 0
+        self.residual = _Moments((1, k))
+        self.composition: torch.Tensor | None = None
+
+    def _labelled(self, chunk: List[Structure]) -> List[Structure]:
+        return [s for s in chunk if self.name in s.targets]
+
+    def _counts(self, usable: List[Structure]) -> torch.Tensor:
+        counts = torch.zeros(len(usable), len(self.types), dtype=torch.float64)
+        for row, structure in enumerate(usable):
+            types, n = torch.unique(structure.types, return_counts=True)
+            counts[row, torch.searchsorted(self.types, types)] = n.double()
+        return counts
+
+    def first_pass(self, chunk: List[Structure]) -> None:
+        usable = self._labelled(chunk)
+        if not usable:
+            return
+        self.n_labelled += len(usable)
+        values = torch.cat([s.targets[self.name] for s in usable]).double()
+        if self.per_atom:
+            types = torch.cat([s.types for s in usable])
+            slots = torch.searchsorted(self.types, types)
+            for slot in torch.unique(slots).tolist():
+                self.per_type.add(slot, values[slots == slot])
+            return
+        counts = self._counts(usable)
+        self.gram += counts.T @ counts
+        self.rhs += counts.T @ values
+        forces = [s.forces[self.name] for s in usable if self.name in s.forces]
         if forces:
-            scale = torch.cat(forces).pow(2).mean().sqrt().expand(values.shape[1])
+            stacked = torch.cat(forces).double()
+            self.force_squares += float(stacked.pow(2).sum())
+            self.force_count += stacked.numel()
+
+    def needs_second_pass(self) -> bool:
+        return bool(self.n_labelled) and not self.per_atom and not self.force_count
+
+    def _solve(self) -> torch.Tensor:
+        if self.composition is None:
+            # ridge-regularised least squares: stable with collinear compositions
+            n_types = len(self.types)
+            gram = self.gram + 1e-8 * torch.eye(n_types, dtype=torch.float64)
+            self.composition = torch.linalg.solve(gram, self.rhs)
+        return self.composition
+
+    def second_pass(self, chunk: List[Structure]) -> None:
+        usable = self._labelled(chunk)
+        if not usable:
+            return
+        counts = self._counts(usable)
+        values = torch.cat([s.targets[self.name] for s in usable]).double()
+        residual = (values - counts @ self._solve()) / counts.sum(1, keepdim=True)
+        self.residual.add(0, residual)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.rhs.shape[1]
+        if self.per_atom:
+            composition = self.per_type.mean.clone()
+            n = float(self.per_type.count.sum())
+            spread = self.per_type.m2.sum(0)
+        elif self.force_count:
+            composition = self._solve()
+            rms = (self.force_squares / self.force_count) ** 0.5
+            scale = torch.full((k,), rms, dtype=torch.float64)
+            return composition, _usable(scale)
         else:
-            scale = (
-                residual.std(0) if len(residual) > 1 else torch.ones(values.shape[1])
-            )
-    scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
-    return composition, scale.clone()
+            composition = self._solve()
+            n, spread = float(self.residual.count[0]), self.residual.m2[0]
+        if n > 1:
+            scale = (spread / (n - 1)).sqrt()  # unbiased, as torch.std
+        else:
+            scale = torch.ones(k, dtype=torch.float64)
+        return composition, _usable(scale)
+
+
+class _CartesianFit:
+    """Vectors and tensors: no composition (a constant vector per element would
+    break the rotational symmetry), and a scale that is the RMS of the values
+    (per atom for per-structure targets)."""
+
+    def __init__(self, info: TargetInfo, atomic_types: list[int]):
+        self.name, self.per_atom = info.name, info.per_atom
+        self.components, self.k = info.components, info.num_subtargets
+        self.n_types = len(atomic_types)
+        self.n_labelled, self.count = 0, 0
+        self.squares = torch.zeros(self.k, dtype=torch.float64)
+
+    def first_pass(self, chunk: List[Structure]) -> None:
+        for structure in chunk:
+            values = structure.targets.get(self.name)
+            if values is None:
+                continue
+            self.n_labelled += 1
+            values = values.double().reshape(-1, self.components, self.k)
+            if not self.per_atom:
+                values = values / len(structure)
+            self.squares += values.pow(2).sum((0, 1))
+            self.count += values.shape[0] * self.components
+
+    def needs_second_pass(self) -> bool:
+        return False
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        composition = torch.zeros(self.n_types, self.k, dtype=torch.float64)
+        return composition, _usable((self.squares / max(1, self.count)).sqrt())
+
+
+def _usable(scale: torch.Tensor) -> torch.Tensor:
+    return torch.where(scale > 1e-12, scale, torch.ones_like(scale)).clone()

@@ -115,7 +115,8 @@ def predict(
     batch = Batch()
     for name, info in targets.items():
         values = predictions[name].block().values
-        batch.values[name] = values
+        # Cartesian components flattened, as in the references
+        batch.values[name] = values.reshape(values.shape[0], -1)
         inputs = []
         if want_forces and "positions" in info.gradients:
             inputs += positions

@@ -13,20 +13,23 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 
 from atomtrain import __version__
 from atomtrain.abc import Context, ModelInterface, TrainerInterface
 from atomtrain.architectures.registry import architecture_of_module
+from atomtrain.data import loading
+from atomtrain.data.sequences import concatenate, sizes_of
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
-from atomtrain.training import lora
+from atomtrain.training import distributed, lora
 from atomtrain.training.baseline_fit import fit_baselines
 from atomtrain.training.checkpoints import atomic_save
+from atomtrain.training.distributed import StepResult, World
 from atomtrain.training.ema import WeightAverage
 from atomtrain.training.evaluate import predict, references
 from atomtrain.training.hypers import TrainingHypers
@@ -54,7 +57,7 @@ class TrainingStopped(Exception):
 
 
 def _batches(
-    sizes: List[int], batch_size: int, seed: int | None, max_atoms: int = 0
+    sizes: Sequence[int], batch_size: int, seed: int | None, max_atoms: int = 0
 ) -> List[List[int]]:
     """Batches of structure indices, shuffled with ``seed``; ``max_atoms`` > 0
     bounds the atoms of a batch instead of counting structures."""
@@ -129,6 +132,7 @@ class Batchwise:
     device: torch.device
     scales: Dict[str, torch.Tensor]
     loss_options: dict
+    world: World
 
     def loss(self, batch: List[Structure], training: bool):
         model = self.model
@@ -151,6 +155,27 @@ class Batchwise:
         )
         loss = total_loss(errors, self.loss_options, self.scales)
         return loss, errors
+
+    def evaluate(self, batch: List[Structure], training: bool) -> StepResult:
+        """The loss of this process's part of a step, combined with the other
+        processes' parts (a process may have an empty part at an epoch's end)."""
+        loss, errors = self.loss(batch, training) if batch else (None, {})
+        return distributed.combine(
+            self.world,
+            self.model.dataset_info.targets,
+            loss,
+            errors,
+            self.loss_options,
+            self.scales,
+            len(batch),
+        )
+
+
+def _add_sums(into: Dict[tuple, list], sums: Dict[tuple, list]) -> None:
+    for key, values in sums.items():
+        entry = into.setdefault(key, [0.0, 0.0, 0])
+        for i, value in enumerate(values):
+            entry[i] += value
 
 
 class StandardTrainer(TrainerInterface[TrainingHypers]):
@@ -184,15 +209,21 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         model: ModelInterface,
         dtype: torch.dtype,
         devices: List[torch.device],
-        train_datasets: List[List[Structure]],
-        val_datasets: List[List[Structure]],
+        train_datasets: List[Sequence[Structure]],
+        val_datasets: List[Sequence[Structure]],
         checkpoint_dir: str,
     ) -> None:
+        """Train on ``train_datasets`` (lists, or lazy sequences of a packed
+        store, never materialised). Under torch.distributed every process runs
+        this with the same data; ``batch_size`` is per process."""
         hypers = self.hypers
-        train = [s for dataset in train_datasets for s in dataset]
-        val = [s for dataset in val_datasets for s in dataset]
-        steps = self._prepare(model, dtype, devices[0], train, val)
-        sizes = [len(s) for s in train]
+        world = distributed.current()
+        if not world.is_main:
+            self.observers = Observers()  # progress is shown by rank 0 only
+        train = concatenate(train_datasets)
+        val = concatenate(val_datasets)
+        steps = self._prepare(model, dtype, devices[0], train, val, world)
+        sizes = sizes_of(train)
         csv_log = CsvLog(os.path.join(checkpoint_dir, "train.csv"), self.epoch)
         started = time.perf_counter()
         restart_path = os.path.join(checkpoint_dir, RESTART_CHECKPOINT)
@@ -201,30 +232,33 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             for epoch in range(self.epoch, hypers["num_epochs"]):
                 model.train()
                 steps.loss_options = loss_at_epoch(hypers, epoch)
-                batches = _batches(
-                    sizes,
-                    hypers["batch_size"],
-                    self.shuffle_seed + epoch,
-                    hypers.get("max_atoms_per_batch", 0),
+                batches = world.shard(
+                    _batches(
+                        sizes,
+                        hypers["batch_size"],
+                        self.shuffle_seed + epoch,
+                        hypers.get("max_atoms_per_batch", 0),
+                    )
                 )
                 self.observers.epoch_started(
                     epoch + 1, len(batches), self.progress.step
                 )
-                for indices in batches[self.progress.step :]:
-                    self._step(steps, [train[i] for i in indices])
-                    if stop.received:
-                        self.save_checkpoint(model, restart_path)
-                        raise TrainingStopped(
-                            stop.received, restart_path, epoch, self.progress.step
-                        )
+                remaining = batches[self.progress.step :]
+                with contextlib.closing(
+                    loading.batches(train, remaining, steps.requests)
+                ) as structures:
+                    for batch in structures:
+                        self._step(steps, batch)
+                        if world.any(stop.received is not None):
+                            self._stopped(model, restart_path, stop, epoch, world)
                 self._end_epoch(steps, val, csv_log, started)
                 self.save_checkpoint(model, restart_path)
                 if self.epoch % hypers["checkpoint_interval"] == 0:
                     self.save_checkpoint(
                         model, os.path.join(checkpoint_dir, f"model_{self.epoch}.ckpt")
                     )
-                if stop.received:
-                    raise TrainingStopped(stop.received, restart_path, self.epoch, 0)
+                if world.any(stop.received is not None):
+                    self._stopped(model, restart_path, stop, self.epoch, world)
                 if self.should_stop_early():
                     logger.info(
                         f"early stopping after epoch {self.epoch}: "
@@ -233,18 +267,28 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     )
                     break
 
-    def _prepare(self, model, dtype, device, train, val) -> Batchwise:
+    def _stopped(self, model, path: str, stop: StopRequests, epoch: int, world):
+        """Every process stops at the same step; rank 0 writes the checkpoint."""
+        self.save_checkpoint(model, path)
+        world.barrier()  # the file exists before any process exits
+        signal_name = stop.received or "a signal to another process"
+        raise TrainingStopped(signal_name, path, epoch, self.progress.step)
+
+    def _prepare(self, model, dtype, device, train, val, world: World) -> Batchwise:
         requests = model.requested_neighbor_lists()
         started = time.perf_counter()
-        compute_neighbors(train + val, requests)
-        logger.info(
-            f"neighbour lists of {len(train) + len(val)} structures computed in "
-            f"{time.perf_counter() - started:.1f} s"
-        )
-        if self.state is None:
+        # in-memory structures keep their lists; packed ones compute on access
+        cached = compute_neighbors(train, requests) + compute_neighbors(val, requests)
+        if cached:
+            logger.info(
+                f"neighbour lists of {cached} structures computed in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
+        if self.state is None and world.is_main:
             fit_baselines(model, train, model.dataset_info)
         model.to(device=device, dtype=dtype)
         self._freeze_for_finetuning(model)
+        world.broadcast_module(model)  # rank 0's baselines and initial weights
         scales = {
             m.target_name: m.scale.detach().clone()
             for m in model.modules()
@@ -259,8 +303,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             weight_decay=hypers["weight_decay"],
         )
         if self.shuffle_seed is None:
-            self.shuffle_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        self.schedule = LearningRate(hypers, self._steps_per_epoch(train))
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            self.shuffle_seed = world.broadcast_object(seed)
+        self.schedule = LearningRate(hypers, self._steps_per_epoch(train, world))
         if self.state is not None:
             self.optimizer.load_state_dict(self.state["optimizer_state_dict"])
             self.schedule.load_state_dict(self.state["schedule_state"])
@@ -272,7 +317,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     k: v.to(device=device, dtype=self.ema.average[k].dtype)
                     for k, v in self.ema_state.items()
                 }
-        return Batchwise(model, requests, dtype, device, scales, hypers.get("loss", {}))
+        loss = hypers.get("loss", {})
+        return Batchwise(model, requests, dtype, device, scales, loss, world)
 
     def _freeze_for_finetuning(self, model: ModelInterface) -> None:
         finetune = self.hypers.get("finetune", {})
@@ -291,22 +337,26 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                 f"{settings['rank']}; {trainable:,} trainable parameters"
             )
 
-    def _steps_per_epoch(self, train: List[Structure]) -> int:
+    def _steps_per_epoch(self, train: Sequence[Structure], world: World) -> int:
         max_atoms = self.hypers.get("max_atoms_per_batch", 0)
         if max_atoms > 0:  # the first epoch's count: later ones differ by little
-            sizes = [len(s) for s in train]
-            return len(_batches(sizes, 1, self.shuffle_seed, max_atoms))
-        return math.ceil(len(train) / self.hypers["batch_size"])
+            sizes = sizes_of(train)
+            n_batches = len(_batches(sizes, 1, self.shuffle_seed, max_atoms))
+        else:
+            n_batches = math.ceil(len(train) / self.hypers["batch_size"])
+        return math.ceil(n_batches / world.size)
 
     def _step(self, steps: Batchwise, batch: List[Structure]) -> None:
         """One optimiser step; non-finite losses or gradients skip it."""
         model, hypers = steps.model, self.hypers
         self.schedule.apply(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, errors = steps.loss(batch, training=True)
-        finite = bool(torch.isfinite(loss))
+        result = steps.evaluate(batch, training=True)
+        finite = math.isfinite(result.value)
         if finite:
-            loss.backward()
+            if result.loss is not None:
+                result.loss.backward()
+            steps.world.sum_gradients(model.parameters())
             norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(),
                 hypers["grad_clip_norm"] if hypers["grad_clip_norm"] > 0 else math.inf,
@@ -316,16 +366,14 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(model)
-            metrics = Metrics(model.dataset_info.targets)
-            metrics.sums = self.progress.metric_sums
-            metrics.update(errors)
-            self.progress.loss_sum += float(loss.detach()) * len(batch)
-            self.progress.count += len(batch)
+            _add_sums(self.progress.metric_sums, result.metric_sums)
+            self.progress.loss_sum += result.value * result.count
+            self.progress.count += result.count
         else:
             self._skip_nonfinite(batch)
         self.schedule.step()
         self.progress.step += 1
-        self.observers.step_done(float(loss.detach()))
+        self.observers.step_done(result.value)
 
     def _skip_nonfinite(self, batch: List[Structure]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -358,16 +406,16 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         with self.ema.swapped_in(model) if self.ema else contextlib.nullcontext():
             val_metrics = Metrics(targets)
             val_loss_sum = 0.0
-            val_sizes = [len(s) for s in val]
             max_atoms = hypers.get("max_atoms_per_batch", 0)
-            val_batches = _batches(val_sizes, hypers["batch_size"], None, max_atoms)
+            val_batches = steps.world.shard(
+                _batches(sizes_of(val), hypers["batch_size"], None, max_atoms)
+            )
             self.observers.validation_started(len(val_batches))
-            for indices in val_batches:
-                batch = [val[i] for i in indices]
-                loss, errors = steps.loss(batch, training=False)
-                val_metrics.update(errors)
+            for batch in loading.batches(val, val_batches, steps.requests):
+                result = steps.evaluate(batch, training=False)
+                _add_sums(val_metrics.sums, result.metric_sums)
                 self.observers.validation_step_done()
-                val_loss_sum += float(loss) * len(batch)
+                val_loss_sum += result.value * result.count
             val_loss = val_loss_sum / max(1, len(val))
             self.schedule.end_epoch(val_loss)
             if val:
@@ -389,7 +437,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             }
             row.update({f"train {k}": v for k, v in train_report.items()})
             row.update({f"val {k}": v for k, v in val_report.items()})
-            csv_log.write(row)
+            if steps.world.is_main:
+                csv_log.write(row)
             self.observers.epoch_done(row)
 
     def _select_best(self, model, report: dict) -> None:
@@ -416,13 +465,16 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, model: ModelInterface, path: str) -> None:
-        """Write model and trainer state; never over a good file with NaN weights."""
+        """Write model and trainer state; never over a good file with NaN weights.
+        Under torch.distributed only rank 0 writes (all hold the same state)."""
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             raise UserError(
                 f"the model weights contain NaN or Inf values: {path} was not "
                 "written, so the previous checkpoint stays intact. Lower the "
                 "learning rate or check the data for outliers."
             )
+        if not distributed.current().is_main:
+            return
         checkpoint = {
             "architecture_name": architecture_of_module(type(model).__module__),
             "atomtrain_version": __version__,

@@ -75,7 +75,12 @@ def total_loss(
             weight = term_options.get("weight", 1.0)
             if weight == 0.0:
                 continue
-            normalised = error / (scale if kind == "values" else scale.mean())
+            if kind == "values" and error.shape[-1] != scale.shape[0]:
+                # Cartesian components flattened before properties
+                scale_of = scale.repeat(error.shape[-1] // scale.shape[0])
+            else:
+                scale_of = scale if kind == "values" else scale.mean()
+            normalised = error / scale_of
             term = weight * _term(normalised, term_options)
             total = term if total is None else total + term
     if total is None:  # no label in this batch has a non-zero weight
