@@ -32,7 +32,31 @@ class GradientSection(_Strict):
     )
 
 
+class CartesianRank(_Strict):
+    rank: Literal[1, 2] = Field(
+        description=(
+            "1 for a vector (dipole: 3 numbers), 2 for a rank-2 tensor "
+            "(polarizability: 3x3 or 9 numbers)."
+        ),
+    )
+
+
+class CartesianType(_Strict):
+    cartesian: CartesianRank = Field(
+        description="A Cartesian tensor that rotates with the structure."
+    )
+
+
 class TargetSection(_Strict):
+    type: Union[Literal["scalar"], CartesianType] = Field(
+        "scalar",
+        description=(
+            "`scalar` (invariant numbers: energies, band gaps, a density of "
+            "states on a grid with `num_subtargets`) or `{cartesian: {rank: 1}}` "
+            "/ `{cartesian: {rank: 2}}` for vectors and rank-2 tensors, which "
+            "architectures predict with the right rotational behaviour."
+        ),
+    )
     quantity: str = Field(
         "energy",
         description=(
