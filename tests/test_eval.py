@@ -78,6 +78,7 @@ def test_qm9_per_structure_scalar_targets(tmp_path, monkeypatch):
     targets = {
         "U0": {"quantity": "energy", "unit": "hartree"},
         "mu": {"unit": "D"},
+        "alpha": {"unit": "Bohr^3"},  # isotropic polarizability, a scalar
     }
     _write_options("options.yaml", {"systems": "qm9.xyz", "targets": targets})
     assert main(["train", "options.yaml", *SMALL]) == 0
@@ -92,3 +93,5 @@ def test_qm9_per_structure_scalar_targets(tmp_path, monkeypatch):
     assert all(np.isfinite(a.info["mu"]) for a in predicted)
     metrics = yaml.safe_load(open("pred_metrics.json"))
     assert "mu MAE (D)" in metrics and "U0 MAE (meV/atom)" in metrics
+    assert "alpha MAE (Bohr^3)" in metrics
+    assert all(np.isfinite(a.info["alpha"]) for a in predicted)
