@@ -328,6 +328,12 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         elif finetune.get("method") == "lora":
             settings = finetune["lora"]
             wrapped = lora.attach(model, settings["rank"], settings["alpha"])
+            if wrapped == 0:
+                raise UserError(
+                    "architecture.training.finetune.method is 'lora', but this "
+                    f"model ({type(model).__name__}) has no torch.nn.Linear layer "
+                    "to adapt. Use method 'full' or 'heads' for it."
+                )
             if self.lora_state is not None:  # the unmerged weights of a restart
                 model.load_state_dict(self.lora_state)
                 self.lora_state = None
