@@ -45,7 +45,8 @@ class TrainingHypers(TypedDict):
     num_epochs: NonNegativeInt = 100
     """Number of passes over the training set."""
     batch_size: PositiveInt = 8
-    """Number of structures per batch."""
+    """Number of structures per batch, per process: N processes of torchrun or
+    srun train on batches of ``N * batch_size`` structures per step."""
     max_atoms_per_batch: NonNegativeInt = 0
     """When positive, batches are filled with structures (in shuffled order) up to
     this many atoms instead of ``batch_size`` structures; a larger structure gets
