@@ -45,9 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of returning it after each step:
+    training allocates the same large tensors every step, and giving them back
+    cost a third of the CPU time in page faults (SOAP-BPNN on water: 19.5 ->
+    12.1 s/epoch, peak memory +4 %). No effect outside Linux/glibc."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap for large blocks
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the command line, not a call from Python (tests, scripts)
+        keep_freed_memory()
     if args.command is None:
         parser.print_help()
         return 1
