@@ -6,8 +6,9 @@
    temporary working folder (or ``--workdir``), under ``/usr/bin/time -v`` for
    the peak resident memory of the training process.
 2. Reads ``outputs/*/*/train.csv``: seconds per epoch from the differences of
-   the cumulative ``time_s`` column (the first epoch, which also carries the
-   neighbour lists and the baseline fit, is left out), training structures/s
+   the cumulative ``time_s`` column (the first epoch is left out: it may carry
+   first-call costs; ``time_s`` itself starts after the neighbour lists and
+   the baseline fit), training structures/s
    and atoms/s, and the final validation energy and force MAE.
 3. Times the exported ``model.pt`` through ``metatomic_ase.MetatomicCalculator``
    (energy + forces): a few warm-up calls, then ``--repeats`` calls of
@@ -66,42 +67,69 @@ DATASETS = {
 VALIDATION_FRACTION = 0.1
 
 
-def write_options(folder, path, unit, epochs, batch_size):
+def write_options(
+    folder,
+    path,
+    unit,
+    epochs,
+    batch_size,
+    arch="soap_bpnn",
+    validation=VALIDATION_FRACTION,
+    extra=None,
+):
+    """Write ``options.yaml`` for ``atomtrain train``: ``arch`` with its default
+    hypers on ``path``; ``validation`` is a fraction of it or another file (same
+    unit and keys); ``extra`` updates the top-level options."""
+    targets = {"energy": {"key": "energy", "unit": unit, "forces": {"key": "forces"}}}
+    if isinstance(validation, str):
+        validation = {"systems": validation, "targets": targets}
     options = {
         "architecture": {
-            "name": "soap_bpnn",
+            "name": arch,
             "training": {"num_epochs": epochs, "batch_size": batch_size},
         },
-        "training_set": {
-            "systems": path,
-            "targets": {
-                "energy": {"key": "energy", "unit": unit, "forces": {"key": "forces"}}
-            },
-        },
-        "validation_set": VALIDATION_FRACTION,
+        "training_set": {"systems": path, "targets": targets},
+        "validation_set": validation,
         "seed": 0,
+        **(extra or {}),
     }
     with open(os.path.join(folder, "options.yaml"), "w") as file:
         yaml.safe_dump(options, file, sort_keys=False)
     return options
 
 
-def train(folder):
-    """Run ``atomtrain train options.yaml`` in ``folder``; return peak RSS in MiB."""
-    atomtrain = shutil.which("atomtrain") or os.path.join(
-        os.path.dirname(sys.executable), "atomtrain"
-    )
-    command = [atomtrain, "train", "options.yaml"]
+def train(folder, command=None, log=None):
+    """Run ``atomtrain train options.yaml`` (or ``command``) in ``folder``;
+    return the peak RSS in MiB, where it comes from, and the wall time in s.
+    ``log``: a file name in ``folder`` for the command's stdout and stderr."""
+    if command is None:
+        atomtrain = shutil.which("atomtrain") or os.path.join(
+            os.path.dirname(sys.executable), "atomtrain"
+        )
+        command = [atomtrain, "train", "options.yaml"]
+    name = " ".join(os.path.basename(part) for part in command[:2])
     time_log = os.path.join(folder, "time-v.txt")
     gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
     if gnu_time:
         command = [gnu_time, "-v", "-o", time_log, *command]
+    output = open(os.path.join(folder, log), "w") if log else None
     started = time.perf_counter()
-    process = subprocess.run(command, cwd=folder)
+    try:
+        process = subprocess.run(
+            command,
+            cwd=folder,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+        )
+    finally:
+        if output is not None:
+            output.close()
     wall_s = time.perf_counter() - started
     if process.returncode != 0:
-        sys.exit(f"atomtrain train failed with exit status {process.returncode}")
-    # the child with the largest peak RSS: here the only one, atomtrain itself
+        where = f"; see {os.path.join(folder, log)}" if log else ""
+        sys.exit(f"{name} failed with exit status {process.returncode}{where}")
+    # the child with the largest peak RSS so far (only a fallback: with several
+    # runs in one process it is the largest of them)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     source = "getrusage(RUSAGE_CHILDREN)"
     if gnu_time and os.path.exists(time_log):
@@ -182,6 +210,18 @@ def loadavg():
         return None
 
 
+def cpu_model():
+    """The processor's name from /proc/cpuinfo (``platform.processor()`` else)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def print_table(results):
     rows = [
         ("data set", f"{results['dataset']} ({results['data']})"),
@@ -190,7 +230,7 @@ def print_table(results):
         ("atoms per structure (mean)", f"{results['atoms_per_structure']:.1f}"),
         ("torch CPU threads", results["torch_threads"]),
         ("training wall time (s)", f"{results['training_wall_s']:.1f}"),
-        ("first epoch incl. setup (s)", f"{results['first_epoch_s']:.2f}"),
+        ("first epoch (s)", f"{results['first_epoch_s']:.2f}"),
         ("s/epoch (mean, epochs 2..N)", f"{results['seconds_per_epoch']:.2f}"),
     ]
     if results["seconds_per_epoch_median"] is not None:
