@@ -233,6 +233,12 @@ class World:
     def close(self) -> None:
         global _CURRENT
         if self.size > 1 and torch.distributed.is_initialized():
+            # tearing down while a peer still talks aborted a process (gloo's
+            # threads) at exit: meet first, then destroy
+            try:
+                torch.distributed.barrier()
+            except RuntimeError:
+                pass  # a peer is gone: nothing left to wait for
             torch.distributed.destroy_process_group()
         _CURRENT = None
 
