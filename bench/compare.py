@@ -13,13 +13,13 @@
    0: the first 32 validate, the other 288 train) and writes the frames,
    unchanged text, as ``train.xyz`` and ``val.xyz``: both tools get these two
    files (validation set as a file, no test set).
-3. Trains atomtrain's ``soap_bpnn`` (its defaults) and metatrain's
-   ``soap_bpnn`` (descriptor and network matched, see below) one after the
-   other, float32, batch 8, ``--epochs`` epochs, seed 0, on the CPU with torch's
-   default thread count, each under ``/usr/bin/time -v`` (peak RSS); metatrain
-   logs the validation MAE every epoch (``log_interval: 1``, ``log_mae: true``)
-   and skips its final evaluation of the whole data set (``final_eval: false``),
-   which atomtrain does not do either.
+3. Trains atomtrain's ``soap_bpnn`` (its defaults, 2 pseudo species) and
+   metatrain's ``soap_bpnn`` (descriptor and network matched, see below) one
+   after the other, float32, batch 8, ``--epochs`` epochs, seed 0, on the CPU
+   with torch's default thread count, each under ``/usr/bin/time -v`` (peak
+   RSS); metatrain logs the validation MAE every epoch (``log_interval: 1``,
+   ``log_mae: true``) and skips its final evaluation of the whole data set
+   (``final_eval: false``), which atomtrain does not do either.
 4. Times each exported ``model.pt`` with ``metatomic_ase.MetatomicCalculator``
    (energy + forces, ``time_inference`` of ``bench/soap_bpnn.py``) in the
    environment that made it, in a subprocess: on the first water frame (192
@@ -33,11 +33,13 @@ Descriptor mapping (atomtrain default -> metatrain hypers):
 - ``max_radial: 6`` (6 sine functions at every l) -> ``soap.max_radial: 6``
   (torch-spex's Laplacian eigenstates up to index 6: 7, 6, 6, 5, 5 functions
   for l = 0..4);
-- neighbour elements: atomtrain mixes them into 4 learnable pseudo-species;
-  metatrain's default (``legacy: true``) keeps one channel per element (2 for
-  water). Network input: atomtrain 1,500 features (upper triangle of 24
-  channels x 5 l), metatrain 684 (the full, symmetric n x n' x a x a' matrix);
-  distinct invariants for two elements: 390 and 371;
+- neighbour elements: ``soap.pseudo_species: 2`` (one learnable channel per
+  element, one-hot at the start); metatrain's default (``legacy: true``) keeps
+  one channel per element (2 for water). Network input: atomtrain 390 features
+  (upper triangle of 12 channels x 5 l), metatrain 684 (the full, symmetric
+  n x n' x a x a' matrix, with repeats); distinct invariants: 390 and 371.
+  (atomtrain's default of 4 pseudo species would give 1,500 features, linear
+  combinations of the same 390 invariants for two elements);
 - ``bpnn``: 2 hidden layers of 128, layer norm, one network per element, in
   both (metatrain's default width is 32: set to 128).
 
@@ -233,6 +235,7 @@ def run_atomtrain(folder, train_xyz, val_xyz, epochs, batch_size) -> dict:
         arch="soap_bpnn",
         validation=val_xyz,
         extra={"test_set": 0.0, "base_precision": 32, "device": "cpu"},
+        model={"soap": {"pseudo_species": 2}},
     )
     result = {"loadavg_before": loadavg()}
     launched = time.time()

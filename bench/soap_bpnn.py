@@ -76,10 +76,12 @@ def write_options(
     arch="soap_bpnn",
     validation=VALIDATION_FRACTION,
     extra=None,
+    model=None,
 ):
     """Write ``options.yaml`` for ``atomtrain train``: ``arch`` with its default
-    hypers on ``path``; ``validation`` is a fraction of it or another file (same
-    unit and keys); ``extra`` updates the top-level options."""
+    hypers (updated by ``model``) on ``path``; ``validation`` is a fraction of it
+    or another file (same unit and keys); ``extra`` updates the top-level
+    options."""
     targets = {"energy": {"key": "energy", "unit": unit, "forces": {"key": "forces"}}}
     if isinstance(validation, str):
         validation = {"systems": validation, "targets": targets}
@@ -87,6 +89,7 @@ def write_options(
         "architecture": {
             "name": arch,
             "training": {"num_epochs": epochs, "batch_size": batch_size},
+            **({"model": model} if model else {}),
         },
         "training_set": {"systems": path, "targets": targets},
         "validation_set": validation,

@@ -29,10 +29,13 @@ class FlatSystems:
         self.n_systems = n_systems
 
 
-def flatten_systems(systems: List[System], options: NeighborListOptions) -> FlatSystems:
+def flatten_systems(
+    systems: List[System], options: NeighborListOptions, expand_half: bool = True
+) -> FlatSystems:
     """Concatenate atoms and the neighbour pairs of ``options`` over ``systems``.
 
-    Half lists are expanded to full lists (each pair in both directions).
+    Half lists are expanded to full lists (each pair in both directions) unless
+    ``expand_half`` is False.
     """
     types: List[torch.Tensor] = []
     system_index: List[torch.Tensor] = []
@@ -53,7 +56,7 @@ def flatten_systems(systems: List[System], options: NeighborListOptions) -> Flat
         centers.append(pairs[:, 0])
         neighbors.append(pairs[:, 1])
         vectors.append(values)
-        if not options.full_list:
+        if expand_half and not options.full_list:
             centers.append(pairs[:, 1])
             neighbors.append(pairs[:, 0])
             vectors.append(-values)

@@ -12,7 +12,7 @@ from typing import List
 
 import torch
 
-from atomtrain.nn.cutoff import cosine_cutoff
+from atomtrain.nn.soap_density import density_autograd, density_first_order
 from atomtrain.nn.spherical import SphericalHarmonics
 
 
@@ -49,6 +49,9 @@ class SoapPowerSpectrum(torch.nn.Module):
         pair_weight = torch.where(rows == cols, 1.0, math.sqrt(2.0))
         self.register_buffer("pair_weight", pair_weight, persistent=False)
         self.n_features = (max_angular + 1) * rows.shape[0]
+        # harmonics of -r are (-1)^l those of r: the mirror of a half-list pair
+        parity = [(-1.0) ** l for l in range(max_angular + 1) for _ in range(2 * l + 1)]
+        self.register_buffer("parity", torch.tensor(parity), persistent=False)
 
     def add_types(self, n_new: int) -> None:
         """Grow the species mixing for ``n_new`` additional elements."""
@@ -64,28 +67,39 @@ class SoapPowerSpectrum(torch.nn.Module):
         neighbors: torch.Tensor,
         vectors: torch.Tensor,
     ) -> torch.Tensor:
+        """Features of every atom from a half neighbour list (each pair once)."""
         n_atoms = type_index.shape[0]
         n_types = self.species_mixing.shape[0]
-        distances = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
-        envelope = cosine_cutoff(distances, self.cutoff, self.cutoff_width)
+        # rows ordered (element, atom): the mixing is then one matrix product
+        slots = type_index[neighbors] * n_atoms + centers
+        reverse_slots = type_index[centers] * n_atoms + neighbors
         frequencies = self.frequencies.to(vectors.dtype)
-        radial = torch.sin(distances * frequencies) / distances * envelope  # (E, n)
-        harmonics = self.spherical_harmonics(vectors)  # (E, (L+1)^2)
-        edge = (radial.unsqueeze(2) * harmonics.unsqueeze(1)).reshape(
-            radial.shape[0], self.max_radial * harmonics.shape[1]
+        parity = self.parity.to(vectors.dtype)
+        if torch.jit.is_scripting() or not self.training:
+            harmonics = self.spherical_harmonics(vectors)
+            density = density_autograd(
+                vectors, slots, reverse_slots, n_atoms * n_types, frequencies,
+                self.cutoff, self.cutoff_width, harmonics, parity,
+            )  # fmt: skip
+        else:
+            density = density_first_order(
+                vectors, slots, reverse_slots, n_atoms * n_types, frequencies,
+                self.cutoff, self.cutoff_width, self.max_angular, parity,
+            )  # fmt: skip
+        # (element, atom * n * K) -> (pseudo species, atom, n, K)
+        mixed = self.species_mixing.t() @ density.reshape(
+            n_types, n_atoms * density.shape[1]
         )
-        # density resolved by neighbour element, then mixed into pseudo species
-        slot = centers * n_types + type_index[neighbors]
-        density = torch.zeros(
-            (n_atoms * n_types, edge.shape[1]), dtype=edge.dtype, device=edge.device
-        ).index_add_(0, slot, edge)
-        density = density.reshape(n_atoms, n_types, self.max_radial, -1)
-        density = torch.einsum("atnk,ts->asnk", density, self.species_mixing)
-        density = density.reshape(n_atoms, self.pseudo_species * self.max_radial, -1)
+        mixed = mixed.reshape(
+            self.pseudo_species, n_atoms, self.max_radial, self.parity.shape[0]
+        )
         features: List[torch.Tensor] = []
         for angular in range(self.max_angular + 1):
-            block = density[:, :, angular * angular : (angular + 1) * (angular + 1)]
-            gram = torch.einsum("aim,ajm->aij", block, block)
+            block = mixed[:, :, :, angular * angular : (angular + 1) * (angular + 1)]
+            block = block.permute(1, 0, 2, 3).reshape(
+                n_atoms, self.pseudo_species * self.max_radial, 2 * angular + 1
+            )
+            gram = torch.bmm(block, block.transpose(1, 2))
             pairs = gram[:, self.triu_rows, self.triu_cols] * self.pair_weight
             features.append(pairs / math.sqrt(2 * angular + 1))
         return torch.cat(features, dim=1)

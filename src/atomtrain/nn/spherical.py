@@ -1,15 +1,63 @@
-"""Real spherical harmonics in plain torch.
+"""Real spherical harmonics in plain torch, and their gradients.
 
 Why not sphericart: its TorchScript operator has no autograd kernel when an
 exported model loads it from ``extensions/`` (as ASE, LAMMPS or i-PI do), so
 forces of exported models came out silently wrong. Plain torch differentiates
 to any order, runs on any device and needs no compiled extension.
+
+``harmonics_with_gradient`` gives values and exact first derivatives without
+autograd, for the training path of SOAP (``atomtrain.nn.soap_density``).
 """
 
 import math
-from typing import List
+from typing import List, Tuple
 
 import torch
+
+
+def _normalisation(l_max: int) -> torch.Tensor:
+    norms: List[float] = []
+    for l in range(l_max + 1):  # noqa: E741
+        for m in range(-l, l + 1):
+            a = abs(m)
+            k = math.sqrt(
+                (2 * l + 1)
+                / (4 * math.pi)
+                * math.factorial(l - a)
+                / math.factorial(l + a)
+            )
+            norms.append(k if m == 0 else math.sqrt(2.0) * k)
+    return torch.tensor(norms, dtype=torch.float64)
+
+
+def _tables(
+    unit: torch.Tensor, l_max: int
+) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[List[torch.Tensor]]]:
+    """``cos(m phi) sin^m(theta)``, ``sin(m phi) sin^m(theta)`` (polynomials in x,
+    y) and ``Q[l][m] = d^m P_l / dz^m`` (Legendre polynomials in z), so that
+    ``Y_lm ~ Q[l][|m|] * (cos or sin)[|m|]`` and ``d Q[l][m] / dz = Q[l][m + 1]``."""
+    x, y, z = unit[:, 0], unit[:, 1], unit[:, 2]
+    cos_m: List[torch.Tensor] = [torch.ones_like(x)]
+    sin_m: List[torch.Tensor] = [torch.zeros_like(x)]
+    for m in range(1, l_max + 1):
+        cos_m.append(x * cos_m[m - 1] - y * sin_m[m - 1])
+        sin_m.append(x * sin_m[m - 1] + y * cos_m[m - 1])
+    legendre: List[List[torch.Tensor]] = []
+    for l in range(l_max + 1):  # noqa: E741
+        row: List[torch.Tensor] = []
+        for m in range(l + 1):
+            if m == l:
+                value = torch.full_like(z, _double_factorial(2 * l - 1))
+            elif m == l - 1:
+                value = (2 * l - 1) * z * legendre[l - 1][m]
+            else:
+                value = (
+                    (2 * l - 1) * z * legendre[l - 1][m]
+                    - (l + m - 1) * legendre[l - 2][m]
+                ) / (l - m)
+            row.append(value)
+        legendre.append(row)
+    return cos_m, sin_m, legendre
 
 
 class SphericalHarmonics(torch.nn.Module):
@@ -19,46 +67,11 @@ class SphericalHarmonics(torch.nn.Module):
     def __init__(self, l_max: int):
         super().__init__()
         self.l_max = l_max
-        norms: List[float] = []
-        for l in range(l_max + 1):  # noqa: E741
-            for m in range(-l, l + 1):
-                a = abs(m)
-                k = math.sqrt(
-                    (2 * l + 1)
-                    / (4 * math.pi)
-                    * math.factorial(l - a)
-                    / math.factorial(l + a)
-                )
-                norms.append(k if m == 0 else math.sqrt(2.0) * k)
-        self.register_buffer(
-            "norms", torch.tensor(norms, dtype=torch.float64), persistent=False
-        )
+        self.register_buffer("norms", _normalisation(l_max), persistent=False)
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         unit = vectors / torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
-        x, y, z = unit[:, 0], unit[:, 1], unit[:, 2]
-        # cos(m phi) sin^m(theta) and sin(m phi) sin^m(theta) as polynomials
-        cos_m: List[torch.Tensor] = [torch.ones_like(x)]
-        sin_m: List[torch.Tensor] = [torch.zeros_like(x)]
-        for m in range(1, self.l_max + 1):
-            cos_m.append(x * cos_m[m - 1] - y * sin_m[m - 1])
-            sin_m.append(x * sin_m[m - 1] + y * cos_m[m - 1])
-        # associated Legendre polynomials divided by sin^m(theta): Q[l][m]
-        legendre: List[List[torch.Tensor]] = []
-        for l in range(self.l_max + 1):  # noqa: E741
-            row: List[torch.Tensor] = []
-            for m in range(l + 1):
-                if m == l:
-                    value = torch.full_like(z, _double_factorial(2 * l - 1))
-                elif m == l - 1:
-                    value = (2 * l - 1) * z * legendre[l - 1][m]
-                else:
-                    value = (
-                        (2 * l - 1) * z * legendre[l - 1][m]
-                        - (l + m - 1) * legendre[l - 2][m]
-                    ) / (l - m)
-                row.append(value)
-            legendre.append(row)
+        cos_m, sin_m, legendre = _tables(unit, self.l_max)
         columns: List[torch.Tensor] = []
         for l in range(self.l_max + 1):  # noqa: E741
             for m in range(-l, l + 1):
@@ -69,6 +82,42 @@ class SphericalHarmonics(torch.nn.Module):
                 else:
                     columns.append(legendre[l][m] * cos_m[m])
         return torch.stack(columns, dim=1) * self.norms.to(vectors.dtype)
+
+
+@torch.no_grad()
+def harmonics_with_gradient(
+    unit: torch.Tensor, distances: torch.Tensor, l_max: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Values ``(n, K)`` of the harmonics of unit vectors ``unit`` and their
+    gradient ``(n, K, 3)`` with respect to the vectors of length ``distances``
+    (the derivative of ``Y(v / |v|)``: tangential, scaled by ``1 / |v|``)."""
+    cos_m, sin_m, legendre = _tables(unit, l_max)
+    zero = torch.zeros_like(distances)
+    values: List[torch.Tensor] = []
+    grads: List[torch.Tensor] = []
+    for l in range(l_max + 1):  # noqa: E741
+        for m in range(-l, l + 1):
+            a = abs(m)
+            q = legendre[l][a]
+            dq = legendre[l][a + 1] if a < l else zero
+            if m == 0:
+                values.append(q)
+                grads += [zero, zero, dq]
+                continue
+            # d/dx (x + iy)^a = a (x + iy)^(a-1), d/dy = i a (x + iy)^(a-1)
+            if m > 0:
+                t, tx, ty = cos_m[a], a * cos_m[a - 1], -a * sin_m[a - 1]
+            else:
+                t, tx, ty = sin_m[a], a * sin_m[a - 1], a * cos_m[a - 1]
+            values.append(q * t)
+            grads += [q * tx, q * ty, dq * t]
+    norms = _normalisation(l_max).to(unit)
+    values_ = torch.stack(values, dim=1) * norms
+    grad = torch.stack(grads, dim=1).reshape(-1, len(values), 3) * norms.unsqueeze(1)
+    # chain rule through v / |v|: remove the radial part, divide by |v|
+    radial = (grad * unit.unsqueeze(1)).sum(dim=2, keepdim=True)
+    grad = (grad - radial * unit.unsqueeze(1)) / distances.reshape(-1, 1, 1)
+    return values_, grad
 
 
 def _double_factorial(n: int) -> float:

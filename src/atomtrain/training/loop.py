@@ -361,7 +361,11 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         finite = math.isfinite(result.value)
         if finite:
             if result.loss is not None:
-                result.loss.backward()
+                # only the weights: the leaves of positions and strains also
+                # require gradients, and their second derivatives (half of the
+                # work of a force loss's backward pass) are never used
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                result.loss.backward(inputs=trainable)
             steps.world.sum_gradients(model.parameters())
             norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(),

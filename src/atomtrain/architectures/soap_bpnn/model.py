@@ -124,7 +124,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
             }
         )
         self.neighbor_options = NeighborListOptions(
-            cutoff=soap["cutoff"], full_list=True, strict=False
+            cutoff=soap["cutoff"], full_list=False, strict=False
         )
         self.outputs = {
             name: ModelOutput(
@@ -147,7 +147,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
-        flat = flatten_systems(systems, self.neighbor_options)
+        flat = flatten_systems(systems, self.neighbor_options, expand_half=False)
         type_index = self.type_index(flat.types)
         features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
         hidden = self.networks(self.norm(features), type_index)

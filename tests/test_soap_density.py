@@ -1,0 +1,158 @@
+"""SOAP's first-order training path gives exactly what plain autograd gives.
+
+In training mode SOAP-BPNN computes the neighbour density with hand-written
+first derivatives (``atomtrain.nn.soap_density``); evaluation and exported
+models use plain autograd. Both must agree on energies, forces, stress and on
+the weight gradients of a force and stress loss (which differentiate the
+backward pass once more), and the training path must refuse second derivatives
+with respect to positions rather than return a wrong curvature.
+"""
+
+import pytest
+import torch
+
+from atomtrain.architectures.hypers import deep_merge, defaults_of
+from atomtrain.architectures.registry import import_architecture, import_documentation
+from atomtrain.data.info import DatasetInfo, TargetInfo
+from atomtrain.data.structure import Structure
+from atomtrain.data.systems import compute_neighbors, make_system
+from atomtrain.nn.spherical import SphericalHarmonics, harmonics_with_gradient
+from atomtrain.testing.fixtures import fresh
+from atomtrain.training.evaluate import predict
+
+
+F64 = torch.float64
+CPU = torch.device("cpu")
+TARGETS = {"energy": TargetInfo("energy", gradients=["positions", "strain"])}
+
+
+@pytest.fixture(scope="module")
+def model():
+    hypers = deep_merge(
+        defaults_of(import_documentation("soap_bpnn").ModelHypers),
+        {"soap": {"max_angular": 5, "max_radial": 4, "pseudo_species": 3}},
+    )
+    torch.manual_seed(7)
+    model = import_architecture("soap_bpnn").__model__(
+        hypers, DatasetInfo([1, 6, 8], dict(TARGETS))
+    )
+    model = model.to(F64)
+    with torch.no_grad():  # channels that are not one-hot, a non-trivial scale
+        model.soap.species_mixing.add_(
+            0.3 * torch.randn_like(model.soap.species_mixing)
+        )
+        model.heads["energy"].baseline.scale.fill_(2.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def structures(read_resource):
+    """Two ethanol molecules and two small periodic carbon cells (where atoms
+    see their own periodic images, the delicate case of half lists)."""
+    ethanol, _ = read_resource("ethanol_reduced_100.xyz", {"energy": {"key": "energy"}})
+    carbon, _ = read_resource(
+        "carbon_reduced_100.xyz",
+        {"energy": {"key": "energy", "forces": {"key": "force"}}},
+    )
+    return [ethanol[0], ethanol[1]], [carbon[0], carbon[1]]
+
+
+def _predict_with_grads(model, structures, training: bool):
+    model.train(training)
+    requests = model.requested_neighbor_lists()
+    batch = [fresh(s) for s in structures]
+    compute_neighbors(batch, requests)
+    model.zero_grad()
+    predictions = predict(model, batch, requests, TARGETS, F64, CPU, training=True)
+    loss = (predictions.forces["energy"] ** 2).sum() + (
+        predictions.values["energy"] ** 2
+    ).sum()
+    if predictions.stress:
+        loss = loss + 1e3 * (predictions.stress["energy"] ** 2).sum()
+    loss.backward(inputs=list(model.parameters()))
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return predictions, grads
+
+
+def test_harmonic_gradients_match_autograd():
+    torch.manual_seed(0)
+    vectors = torch.randn(40, 3, dtype=F64) * 2.0
+    vectors[0] = torch.tensor([0.0, 0.0, 1.5])  # on the axes: poles and equator
+    vectors[1] = torch.tensor([0.0, -0.7, 0.0])
+    vectors[2] = torch.tensor([3.0, 0.0, 0.0])
+    harmonics = SphericalHarmonics(6).to(F64)
+    jacobian = torch.autograd.functional.jacobian(harmonics, vectors)
+    expected = torch.stack([jacobian[i, :, i] for i in range(len(vectors))])
+    distances = torch.linalg.vector_norm(vectors, dim=1)
+    values, gradient = harmonics_with_gradient(
+        vectors / distances.unsqueeze(1), distances, 6
+    )
+    assert torch.allclose(values, harmonics(vectors), atol=1e-13)
+    assert torch.allclose(gradient, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("which", ["molecules", "periodic"])
+def test_training_path_equals_autograd(model, structures, which):
+    batch = structures[0] if which == "molecules" else structures[1]
+    fast, fast_grads = _predict_with_grads(model, batch, training=True)
+    exact, exact_grads = _predict_with_grads(model, batch, training=False)
+    assert torch.allclose(fast.values["energy"], exact.values["energy"], atol=1e-12)
+    scale = float(exact.forces["energy"].detach().abs().max())
+    assert scale > 1e-3
+    assert torch.allclose(
+        fast.forces["energy"], exact.forces["energy"], atol=1e-12 * scale
+    )
+    if which == "periodic":
+        assert torch.allclose(fast.stress["energy"], exact.stress["energy"], atol=1e-12)
+    for name, grad in exact_grads.items():
+        if which == "molecules":  # H, C and O: every weight is exercised
+            assert float(grad.abs().max()) > 0, name
+        tolerance = 1e-10 * float(grad.abs().max())
+        assert torch.allclose(fast_grads[name], grad, atol=tolerance), name
+
+
+def test_second_derivatives_refused_in_training_and_exact_in_eval(model, structures):
+    requests = model.requested_neighbor_lists()
+    structure = fresh(structures[0][0])
+    compute_neighbors([structure], requests)
+
+    def forces_of(positions, create_graph):
+        trial = fresh(structure, positions)
+        compute_neighbors([trial], requests)
+        return predict(
+            model, [trial], requests, TARGETS, F64, CPU, training=create_graph
+        ).forces["energy"]
+
+    model.train()
+    forces = forces_of(structure.positions, True)
+    with pytest.raises(RuntimeError, match="second derivatives with respect to"):
+        (forces**2).sum().backward()
+
+    # evaluation mode: a Hessian-vector product equals finite differences
+    model.eval()
+    torch.manual_seed(1)
+    direction = torch.randn_like(structure.positions)
+    system, leaf = make_system(structure, requests, F64, CPU, positions_grad=True)
+    energy = model([system], {"energy": model.supported_outputs()["energy"]}, None)
+    (gradient,) = torch.autograd.grad(
+        energy["energy"].block().values.sum(), leaf, create_graph=True
+    )
+    (hvp,) = torch.autograd.grad((gradient * direction).sum(), leaf)
+    h = 1e-5
+    plus = forces_of(structure.positions + h * direction, False)
+    minus = forces_of(structure.positions - h * direction, False)
+    numerical = -(plus - minus) / (2 * h)
+    assert torch.allclose(hvp, numerical, atol=1e-6 * float(hvp.abs().max()))
+
+
+def test_atom_without_neighbours_in_training(model):
+    lonely = Structure(
+        types=torch.tensor([8, 1]),
+        positions=torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]], dtype=F64),
+        cell=torch.zeros(3, 3, dtype=F64),
+        pbc=torch.zeros(3, dtype=torch.bool),
+    )
+    fast, _ = _predict_with_grads(model, [lonely], training=True)
+    exact, _ = _predict_with_grads(model, [lonely], training=False)
+    assert torch.equal(fast.forces["energy"], torch.zeros(2, 3, dtype=F64))
+    assert torch.allclose(fast.values["energy"], exact.values["energy"], atol=1e-12)
