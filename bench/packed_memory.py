@@ -167,7 +167,7 @@ def main() -> int:
         pairs = atoms = 0
         for batch in loading.batches(dataset, chunks, [options], depth=depth):
             for structure in batch:
-                pairs += len(neighbors_of(structure, options)[0])
+                pairs += len(neighbors_of(structure, options))
                 atoms += len(structure)
         seconds = time.perf_counter() - started
         n_drawn = args.batches * size

@@ -98,9 +98,9 @@ def test_matches_mace_forward(untrained):
     key = (float(untrained.hypers["r_max"]), True)
     edges, shifts, offset = [], [], 0
     for s in structures:
-        pairs, cell_shifts = s.neighbors[key]
-        edges.append(pairs.T + offset)
-        shifts.append(cell_shifts.to(torch.float64))
+        samples = s.neighbors[key].to(torch.long)
+        edges.append(samples[:, :2].T + offset)
+        shifts.append(samples[:, 2:].to(torch.float64))
         offset += len(s)
     cells = [s.cell.to(torch.float64) for s in structures]
     unit_shifts = torch.cat(shifts)

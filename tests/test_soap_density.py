@@ -1,11 +1,12 @@
-"""SOAP's first-order training path gives exactly what plain autograd gives.
+"""SOAP's first-order path gives exactly what plain autograd gives.
 
-In training mode SOAP-BPNN computes the neighbour density with hand-written
-first derivatives (``atomtrain.nn.soap_density``); evaluation and exported
-models use plain autograd. Both must agree on energies, forces, stress and on
-the weight gradients of a force and stress loss (which differentiate the
-backward pass once more), and the training path must refuse second derivatives
-with respect to positions rather than return a wrong curvature.
+The in-memory SOAP-BPNN (training and validation) computes the neighbour
+density with hand-written first derivatives (``atomtrain.nn.soap_density``);
+the exported (TorchScript) model uses plain autograd. Both must agree on
+energies, forces, stress and on the weight gradients of a force and stress loss
+(which differentiate the backward pass once more), and the first-order path
+must refuse second derivatives with respect to positions rather than return a
+wrong curvature.
 """
 
 import pytest
@@ -57,20 +58,28 @@ def structures(read_resource):
     return [ethanol[0], ethanol[1]], [carbon[0], carbon[1]]
 
 
-def _predict_with_grads(model, structures, training: bool):
-    model.train(training)
+def _predict_with_grads(model, structures, scripted: bool):
+    """Predictions and weight gradients of a loss on energies, forces and
+    stress, from the in-memory model or its TorchScript compilation."""
+    model.train()
+    module = torch.jit.script(model) if scripted else model
     requests = model.requested_neighbor_lists()
     batch = [fresh(s) for s in structures]
     compute_neighbors(batch, requests)
     model.zero_grad()
-    predictions = predict(model, batch, requests, TARGETS, F64, CPU, training=True)
+
+    def call(systems, outputs):
+        return module(systems, outputs, None)
+
+    predictions = predict(call, batch, requests, TARGETS, F64, CPU, training=True)
     loss = (predictions.forces["energy"] ** 2).sum() + (
         predictions.values["energy"] ** 2
     ).sum()
     if predictions.stress:
         loss = loss + 1e3 * (predictions.stress["energy"] ** 2).sum()
-    loss.backward(inputs=list(model.parameters()))
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    parameters = dict(module.named_parameters())
+    loss.backward(inputs=list(parameters.values()))
+    grads = {n: p.grad.clone() for n, p in parameters.items()}
     return predictions, grads
 
 
@@ -92,10 +101,10 @@ def test_harmonic_gradients_match_autograd():
 
 
 @pytest.mark.parametrize("which", ["molecules", "periodic"])
-def test_training_path_equals_autograd(model, structures, which):
+def test_first_order_path_equals_autograd(model, structures, which):
     batch = structures[0] if which == "molecules" else structures[1]
-    fast, fast_grads = _predict_with_grads(model, batch, training=True)
-    exact, exact_grads = _predict_with_grads(model, batch, training=False)
+    fast, fast_grads = _predict_with_grads(model, batch, scripted=False)
+    exact, exact_grads = _predict_with_grads(model, batch, scripted=True)
     assert torch.allclose(fast.values["energy"], exact.values["energy"], atol=1e-12)
     scale = float(exact.forces["energy"].detach().abs().max())
     assert scale > 1e-3
@@ -111,48 +120,48 @@ def test_training_path_equals_autograd(model, structures, which):
         assert torch.allclose(fast_grads[name], grad, atol=tolerance), name
 
 
-def test_second_derivatives_refused_in_training_and_exact_in_eval(model, structures):
+def test_second_derivatives_refused_in_memory_exact_when_exported(model, structures):
     requests = model.requested_neighbor_lists()
     structure = fresh(structures[0][0])
     compute_neighbors([structure], requests)
+    model.eval()
+    scripted = torch.jit.script(model)
 
-    def forces_of(positions, create_graph):
+    def forces_of(module, positions, create_graph):
         trial = fresh(structure, positions)
         compute_neighbors([trial], requests)
         return predict(
-            model, [trial], requests, TARGETS, F64, CPU, training=create_graph
-        ).forces["energy"]
+            lambda systems, outputs: module(systems, outputs, None),
+            [trial], requests, TARGETS, F64, CPU, training=create_graph,
+        ).forces["energy"]  # fmt: skip
 
-    model.train()
-    forces = forces_of(structure.positions, True)
+    forces = forces_of(model, structure.positions, True)
     with pytest.raises(RuntimeError, match="second derivatives with respect to"):
         (forces**2).sum().backward()
 
-    # evaluation mode: a Hessian-vector product equals finite differences
-    model.eval()
+    # the TorchScript model: a Hessian-vector product equals finite differences
     torch.manual_seed(1)
     direction = torch.randn_like(structure.positions)
     system, leaf = make_system(structure, requests, F64, CPU, positions_grad=True)
-    energy = model([system], {"energy": model.supported_outputs()["energy"]}, None)
-    (gradient,) = torch.autograd.grad(
-        energy["energy"].block().values.sum(), leaf, create_graph=True
-    )
+    outputs = {"energy": model.supported_outputs()["energy"]}
+    energy = scripted([system], outputs, None)["energy"].block().values.sum()
+    (gradient,) = torch.autograd.grad(energy, leaf, create_graph=True)
     (hvp,) = torch.autograd.grad((gradient * direction).sum(), leaf)
     h = 1e-5
-    plus = forces_of(structure.positions + h * direction, False)
-    minus = forces_of(structure.positions - h * direction, False)
+    plus = forces_of(scripted, structure.positions + h * direction, False)
+    minus = forces_of(scripted, structure.positions - h * direction, False)
     numerical = -(plus - minus) / (2 * h)
     assert torch.allclose(hvp, numerical, atol=1e-6 * float(hvp.abs().max()))
 
 
-def test_atom_without_neighbours_in_training(model):
+def test_atom_without_neighbours(model):
     lonely = Structure(
         types=torch.tensor([8, 1]),
         positions=torch.tensor([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0]], dtype=F64),
         cell=torch.zeros(3, 3, dtype=F64),
         pbc=torch.zeros(3, dtype=torch.bool),
     )
-    fast, _ = _predict_with_grads(model, [lonely], training=True)
-    exact, _ = _predict_with_grads(model, [lonely], training=False)
+    fast, _ = _predict_with_grads(model, [lonely], scripted=False)
+    exact, _ = _predict_with_grads(model, [lonely], scripted=True)
     assert torch.equal(fast.forces["energy"], torch.zeros(2, 3, dtype=F64))
     assert torch.allclose(fast.values["energy"], exact.values["energy"], atol=1e-12)

@@ -12,8 +12,9 @@ class Structure:
     """Positions in Å, targets in eV-based units, neighbour lists cached per cutoff.
 
     ``forces`` and ``stress`` are keyed by the name of the energy target they are
-    gradients of. ``neighbors`` maps ``(cutoff, full_list)`` to the pair indices
-    ``(E, 2)`` and integer cell shifts ``(E, 3)``, computed once and reused.
+    gradients of. ``neighbors`` maps ``(cutoff, full_list)`` to int32 rows
+    ``(i, j, a, b, c)`` per pair (atom indices and integer cell shift), computed
+    once and reused.
     """
 
     types: torch.Tensor
@@ -23,9 +24,7 @@ class Structure:
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
     forces: dict[str, torch.Tensor] = field(default_factory=dict)
     stress: dict[str, torch.Tensor] = field(default_factory=dict)
-    neighbors: dict[tuple[float, bool], tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict
-    )
+    neighbors: dict[tuple[float, bool], torch.Tensor] = field(default_factory=dict)
     source: str = ""
 
     def __len__(self) -> int:

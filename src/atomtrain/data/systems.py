@@ -40,24 +40,25 @@ def compute_neighbors(structures: Dataset, requests: List[NeighborListOptions]) 
     return len(structures)
 
 
-def _compute(calculator, structure: Structure) -> tuple[torch.Tensor, torch.Tensor]:
+def _compute(calculator, structure: Structure) -> torch.Tensor:
+    """Pairs and cell shifts as the ``(pairs, 5)`` int32 samples of a metatomic
+    neighbour list: stored as they are used, at 20 bytes per pair."""
     pairs, shifts = calculator.compute(
         points=structure.positions.numpy(),
         box=structure.cell.numpy(),
         periodic=structure.pbc.numpy(),
         quantities="PS",
     )
-    return (
-        torch.from_numpy(pairs.astype(np.int64)),
-        torch.from_numpy(shifts.astype(np.int64)),
-    )
+    samples = np.concatenate([pairs, shifts], axis=1)
+    if samples.size and np.abs(samples).max() > np.iinfo(np.int32).max:
+        raise ValueError(f"neighbour list of {structure.source} overflows int32")
+    return torch.from_numpy(samples.astype(np.int32)).reshape(-1, 5)
 
 
-def neighbors_of(
-    structure: Structure, options: NeighborListOptions
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached list of ``structure``, computed now when it has none (a
-    structure read from a packed store lives only as long as its batch)."""
+def neighbors_of(structure: Structure, options: NeighborListOptions) -> torch.Tensor:
+    """The cached list of ``structure`` (int32 rows ``i, j, a, b, c``: pair and
+    cell shift), computed now when it has none (a structure read from a packed
+    store lives only as long as its batch)."""
     key = _key(options)
     if key not in structure.neighbors:
         calculator = vesin.NeighborList(cutoff=key[0], full_list=key[1])
@@ -106,19 +107,15 @@ def make_system(
         pbc=structure.pbc.to(device=device),
     )
     for options in requests:
-        pairs, shifts = neighbors_of(structure, options)
-        pairs = pairs.to(device)
-        shifts = shifts.to(device)
+        samples = neighbors_of(structure, options).to(device)
         vectors = (
-            positions[pairs[:, 1]] - positions[pairs[:, 0]] + shifts.to(dtype) @ cell
+            positions[samples[:, 1]]
+            - positions[samples[:, 0]]
+            + samples[:, 2:].to(dtype) @ cell
         )
         block = TensorBlock(
             values=vectors.reshape(-1, 3, 1),
-            samples=Labels(
-                _SAMPLE_NAMES,
-                torch.cat([pairs, shifts], dim=1).to(torch.int32),
-                assume_unique=True,
-            ),
+            samples=Labels(_SAMPLE_NAMES, samples, assume_unique=True),
             components=[_COMPONENTS.to(device)],
             properties=_PROPERTIES.to(device),
         )

@@ -75,7 +75,7 @@ class SoapPowerSpectrum(torch.nn.Module):
         reverse_slots = type_index[centers] * n_atoms + neighbors
         frequencies = self.frequencies.to(vectors.dtype)
         parity = self.parity.to(vectors.dtype)
-        if torch.jit.is_scripting() or not self.training:
+        if torch.jit.is_scripting():  # exported: derivatives of any order
             harmonics = self.spherical_harmonics(vectors)
             density = density_autograd(
                 vectors, slots, reverse_slots, n_atoms * n_types, frequencies,

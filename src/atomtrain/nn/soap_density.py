@@ -1,8 +1,9 @@
 """Neighbour density of SOAP from a half neighbour list, two ways.
 
 ``density_autograd`` is plain torch (TorchScript, any order of derivative): the
-exported model and evaluation use it. ``density_first_order`` is the training
-path: values and first derivatives are computed without an autograd graph, and
+exported model uses it. ``density_first_order`` is the path of the in-memory
+model (training and validation): values and first derivatives are computed
+without an autograd graph, and
 the backward pass is a handful of batched contractions that autograd can itself
 differentiate with respect to the incoming gradient. That is all a force or
 stress loss needs (the second pass of training differentiates forces with
@@ -187,8 +188,9 @@ class _NoCurvature(torch.autograd.Function):
     def backward(ctx, grad):
         raise RuntimeError(
             "second derivatives with respect to positions or strain are not "
-            "available from a SOAP-BPNN model in training mode (it computes "
-            "first derivatives only, which is all a force or stress loss needs). "
-            "Call model.eval() for exact derivatives of any order, or pass the "
-            "weights to backward(inputs=...) when only their gradients are wanted."
+            "available from an in-memory SOAP-BPNN model (it computes first "
+            "derivatives only, which is all a force or stress loss needs). Use the "
+            "exported model (model.export(), or 'atomtrain export') for exact "
+            "derivatives of any order, or pass the weights to backward(inputs=...) "
+            "when only their gradients are wanted."
         )

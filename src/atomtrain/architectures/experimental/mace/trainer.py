@@ -20,7 +20,7 @@ def average_neighbors(model, structures: Sequence[Structure]) -> float:
     compute_neighbors(structures, [options])
     pairs = atoms = 0
     for structure in structures:
-        pairs += int(neighbors_of(structure, options)[0].shape[0])
+        pairs += int(neighbors_of(structure, options).shape[0])
         atoms += len(structure)
     return pairs / max(atoms, 1)
 
