@@ -71,7 +71,6 @@ import datetime
 import glob
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -83,12 +82,14 @@ from soap_bpnn import (
     RESULTS,
     ROOT,
     column,
-    cpu_model,
+    environment,
     epoch_times,
     loadavg,
     read_run,
     train,
     write_options,
+    write_results,
+    xyz_frames,
 )
 
 
@@ -196,13 +197,7 @@ def split_water(path: str, folder: str) -> tuple[str, str, int, int, float]:
     (frames copied as text, in the order of the permutation)."""
     import torch
 
-    with open(path) as file:
-        lines = file.read().splitlines(keepends=True)
-    frames, start = [], 0
-    while start < len(lines) and lines[start].strip():
-        n_atoms = int(lines[start])
-        frames.append(lines[start : start + n_atoms + 2])
-        start += n_atoms + 2
+    frames = xyz_frames(path)
     # atomtrain.data.dataset.split with validation_set 0.1 and seed 0
     n_val = int(round(VALIDATION_FRACTION * len(frames)))
     order = torch.randperm(
@@ -610,8 +605,6 @@ def main() -> None:
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first epoch is left out)")
 
-    import torch
-
     python, found = ensure_metatrain(args.metatrain, args.torch)
     print(f"bench: metatrain environment {python}: {found}", flush=True)
     if args.setup_only:
@@ -668,20 +661,9 @@ def main() -> None:
         "batch_size": args.batch_size,
         "threshold_mev_per_A": args.threshold,
         "runs": runs,
-        "environment": {
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "metatrain": found["metatrain"],
-            "metatrain_torch": found["torch"],
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-            # glibc malloc tuning, inherited by every training and inference
-            "malloc_env": {k: v for k, v in os.environ.items() if "MALLOC" in k},
-        },
+        "environment": environment(
+            load_before, metatrain=found["metatrain"], metatrain_torch=found["torch"]
+        ),
     }
     results["ratios"] = ratios(results)
     print_table(results)
@@ -693,10 +675,7 @@ def main() -> None:
     )
     if args.with_mace:
         results["mace_compare"] = run_mace(args.epochs)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(results, file, indent=2)
-    print(f"bench: results written to {args.output}")
+    write_results(results, args.output)
 
 
 if __name__ == "__main__":

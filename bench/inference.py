@@ -23,17 +23,22 @@ only between runs on an otherwise idle machine. The model must know H and O;
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import resource
 import sys
 from typing import Dict, List, Optional
 
 import ase
 import ase.io
-from soap_bpnn import DATASETS, RESULTS, ROOT, loadavg, time_inference
+from soap_bpnn import (
+    DATASETS,
+    RESULTS,
+    ROOT,
+    environment,
+    loadavg,
+    time_inference,
+    write_results,
+)
 
 
 sys.path.insert(0, os.path.join(ROOT, "examples", "md"))
@@ -212,24 +217,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "index": args.index,
         "cells": cells,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "environment": {
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-            "neighbor_skin": args.neighbor_skin,
-        },
+        "environment": environment(load_before, neighbor_skin=args.neighbor_skin),
     }
     print_table(results)
     print(f"load average before / after: {load_before} / {loadavg()}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(results, file, indent=2)
-    print(f"bench: results written to {args.output}")
+    write_results(results, args.output)
     return 0
 
 

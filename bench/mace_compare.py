@@ -38,7 +38,6 @@ import argparse
 import csv
 import datetime
 import glob
-import json
 import os
 import platform
 import re
@@ -49,6 +48,7 @@ import tempfile
 import time
 
 import yaml
+from soap_bpnn import write_results, xyz_frames
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,13 +62,7 @@ WEIGHT_DECAY = 5e-7  # MACE's default
 def split_frames(path: str, folder: str) -> tuple[str, str, float]:
     """Copy frames 0..287 and 288..319 of an extended XYZ file as text (keys and
     precision unchanged); returns the two paths and the mean number of atoms."""
-    with open(path) as file:
-        lines = file.read().splitlines(keepends=True)
-    frames, start = [], 0
-    while start < len(lines) and lines[start].strip():
-        n_atoms = int(lines[start])
-        frames.append(lines[start : start + n_atoms + 2])
-        start += n_atoms + 2
+    frames = xyz_frames(path)
     if len(frames) < N_TOTAL:
         sys.exit(f"{path} has {len(frames)} frames, {N_TOTAL} expected")
     train, valid = os.path.join(folder, "train.xyz"), os.path.join(folder, "valid.xyz")
@@ -370,11 +364,8 @@ def main() -> None:
         results["load_after"] = loadavg()
         if cleanup is not None:
             cleanup.cleanup()
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(results, file, indent=2)
     print_table(results)
-    print(f"\nresults written to {args.output}")
+    write_results(results, args.output)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,48 @@ def loadavg():
         return None
 
 
+def environment(load_before, **extra) -> dict:
+    """Where and when a benchmark ran: processor, versions, threads, the load
+    average before and after, and glibc malloc settings inherited from the
+    environment (they change timings); ``extra`` adds entries."""
+    import torch
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "malloc_env": {k: v for k, v in os.environ.items() if "MALLOC" in k},
+        **extra,
+    }
+
+
+def write_results(results: dict, path: str) -> None:
+    """Write a benchmark's figures as JSON (folders made as needed)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(results, file, indent=2)
+    print(f"bench: results written to {path}")
+
+
+def xyz_frames(path: str) -> list[list[str]]:
+    """The frames of an extended XYZ file as lists of text lines (keys and
+    precision unchanged), to split a file without rewriting its numbers."""
+    with open(path) as file:
+        lines = file.read().splitlines(keepends=True)
+    frames, start = [], 0
+    while start < len(lines) and lines[start].strip():
+        n_atoms = int(lines[start])
+        frames.append(lines[start : start + n_atoms + 2])
+        start += n_atoms + 2
+    return frames
+
+
 def cpu_model():
     """The processor's name from /proc/cpuinfo (``platform.processor()`` else)."""
     try:
@@ -388,24 +430,11 @@ def main():
         if cleanup is not None:
             cleanup.cleanup()
 
-    results["environment"] = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
-        "neighbor_skin": args.neighbor_skin,
-    }
+    results["environment"] = environment(load_before, neighbor_skin=args.neighbor_skin)
     results["torch_threads"] = torch.get_num_threads()
     print_table(results)
     print(f"load average before / after: {load_before} / {loadavg()}")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, "w") as file:
-        json.dump(results, file, indent=2)
-    print(f"bench: results written to {output}")
+    write_results(results, output)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,8 @@ and the torch version: timings are only comparable on an otherwise idle machine.
 """
 
 import argparse
-import datetime
 import glob
-import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -46,12 +43,13 @@ from soap_bpnn import (
     DATASETS,
     RESULTS,
     column,
-    cpu_model,
+    environment,
     epoch_times,
     loadavg,
     read_run,
     train,
     write_options,
+    write_results,
 )
 
 
@@ -170,8 +168,6 @@ def main():
         parser.error("--epochs must be at least 2 (the first epoch is left out)")
     archs = args.archs or stable_architectures()
 
-    import torch
-
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
         workdir, cleanup = os.path.abspath(args.workdir), None
@@ -196,18 +192,7 @@ def main():
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "runs": runs,
-        "environment": {
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-            # glibc malloc tuning, inherited by every training and inference
-            "malloc_env": {k: v for k, v in os.environ.items() if "MALLOC" in k},
-        },
+        "environment": environment(load_before),
     }
     print_table(runs)
     env = results["environment"]
@@ -216,10 +201,7 @@ def main():
         f"{env['torch_threads']} threads; load average before / after: "
         f"{env['loadavg_before']} / {env['loadavg_after']}"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as file:
-        json.dump(results, file, indent=2)
-    print(f"bench: results written to {args.output}")
+    write_results(results, args.output)
 
 
 if __name__ == "__main__":

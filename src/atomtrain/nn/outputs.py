@@ -1,11 +1,28 @@
 """Build metatomic output TensorMaps from per-atom predictions."""
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import ModelOutput
 
+from atomtrain.data.info import DatasetInfo, display_name
 from atomtrain.nn.flat import FlatSystems
+
+
+def declared_outputs(
+    dataset_info: DatasetInfo, model_name: str
+) -> Dict[str, ModelOutput]:
+    """The metatomic outputs of a model trained on ``dataset_info``: one per
+    target, in its unit, available per atom (and summed per system)."""
+    return {
+        name: ModelOutput(
+            unit=target.unit,
+            sample_kind="atom",
+            description=f"{display_name(name)} predicted by {model_name}",
+        )
+        for name, target in dataset_info.targets.items()
+    }
 
 
 def cartesian_components(rank: int, device: torch.device) -> List[Labels]:

@@ -13,8 +13,9 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
-from atomtrain.nn.outputs import output_map
+from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
+from atomtrain.nn.soap import SoapPowerSpectrum
 
 
 class ScalarHead(torch.nn.Module):
@@ -82,7 +83,7 @@ class CartesianHead(torch.nn.Module):
 
 
 class Gnn(ModelInterface[ModelHypers]):
-    __checkpoint_version__ = 1
+    __checkpoint_version__ = 2
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
@@ -141,19 +142,45 @@ class Gnn(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=self.cutoff, full_list=True, strict=False
         )
-        self.outputs = {
-            name: ModelOutput(
-                unit=target.unit,
-                sample_kind="atom",
-                description=f"{display_name(name)} predicted by the GNN",
+        # the SOAP start of the scalar features (None when turned off)
+        descriptor = hypers["descriptor"]
+        self.half_options = NeighborListOptions(
+            cutoff=self.cutoff, full_list=False, strict=False
+        )
+        self.descriptor = None
+        self.descriptor_input = None
+        if descriptor["pseudo_species"] > 0:
+            self.descriptor = SoapPowerSpectrum(
+                n_types,
+                self.cutoff,
+                self.cutoff / 4.0,
+                descriptor["max_radial"],
+                descriptor["max_angular"],
+                descriptor["pseudo_species"],
             )
-            for name, target in dataset_info.targets.items()
+            self.descriptor_input = torch.nn.Sequential(
+                torch.nn.LayerNorm(self.descriptor.n_features),
+                torch.nn.Linear(self.descriptor.n_features, width),
+            )
+        self.outputs = declared_outputs(dataset_info, "the GNN")
+
+    @staticmethod
+    def upgrade_from_v1(checkpoint: dict) -> dict:
+        """Version 2 starts the scalar features from a SOAP descriptor; version
+        1 models had none, and keep none."""
+        checkpoint["model_hypers"]["descriptor"] = {
+            "max_radial": 6,
+            "max_angular": 4,
+            "pseudo_species": 0,
         }
+        return checkpoint
 
     def is_head_parameter(self, name: str) -> bool:
         return name.startswith(("heads.", "cartesian_heads."))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        if self.descriptor is not None:
+            return [self.neighbor_options, self.half_options]
         return [self.neighbor_options]
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
@@ -174,12 +201,18 @@ class Gnn(ModelInterface[ModelHypers]):
         )
 
     def features(
-        self, flat: FlatSystems, type_index: torch.Tensor
+        self, systems: List[System], flat: FlatSystems, type_index: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Scalar and vector features of every atom after message passing."""
         n_atoms = type_index.shape[0]
         edges = self.geometry(flat, n_atoms)
         h = self.embedding(type_index)
+        if self.descriptor is not None and self.descriptor_input is not None:
+            half = flatten_systems(systems, self.half_options, expand_half=False)
+            soap = self.descriptor(
+                type_index, half.centers, half.neighbors, half.vectors
+            )
+            h = h + self.descriptor_input(soap)
         v = torch.zeros((n_atoms, 3, self.num_vectors), dtype=h.dtype, device=h.device)
         for interaction, update in zip(self.interactions, self.updates):
             h, v = interaction(h, v, edges)
@@ -194,7 +227,7 @@ class Gnn(ModelInterface[ModelHypers]):
     ) -> Dict[str, TensorMap]:
         flat = flatten_systems(systems, self.neighbor_options)
         type_index = self.type_index(flat.types)
-        h, v = self.features(flat, type_index)
+        h, v = self.features(systems, flat, type_index)
         mask = selected_mask(flat, selected_atoms)
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
@@ -232,10 +265,14 @@ class Gnn(ModelInterface[ModelHypers]):
             k: v
             for k, v in self.state_dict().items()
             if not k.startswith(("embedding.", "heads.", "cartesian_heads."))
+            and k != "descriptor.species_mixing"
         }
         new.load_state_dict(state, strict=False)
         with torch.no_grad():
             new.embedding.weight[position] = self.embedding.weight
+            if new.descriptor is not None and self.descriptor is not None:
+                mixing = self.descriptor.species_mixing
+                new.descriptor.species_mixing[position] = mixing
             for name, head in self.heads.items():
                 target = new.heads[name]
                 target.network.load_state_dict(head.network.state_dict())

@@ -12,7 +12,7 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
-from atomtrain.nn.outputs import output_map
+from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.soap import SoapPowerSpectrum
 
 
@@ -126,14 +126,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=soap["cutoff"], full_list=False, strict=False
         )
-        self.outputs = {
-            name: ModelOutput(
-                unit=target.unit,
-                sample_kind="atom",
-                description=f"{display_name(name)} predicted by SOAP-BPNN",
-            )
-            for name, target in dataset_info.targets.items()
-        }
+        self.outputs = declared_outputs(dataset_info, "SOAP-BPNN")
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.neighbor_options]

@@ -31,7 +31,7 @@ from atomtrain.data.info import DatasetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
-from atomtrain.nn.outputs import output_map
+from atomtrain.nn.outputs import declared_outputs, output_map
 
 
 def _import_mace():
@@ -176,14 +176,7 @@ class Mace(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=float(hypers["r_max"]), full_list=True, strict=False
         )
-        self.outputs = {
-            name: ModelOutput(
-                unit=target.unit,
-                sample_kind="atom",
-                description=f"{display_name(name)} predicted by MACE",
-            )
-            for name, target in dataset_info.targets.items()
-        }
+        self.outputs = declared_outputs(dataset_info, "MACE")
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.neighbor_options]
