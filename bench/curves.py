@@ -122,7 +122,7 @@ def plot(results: dict, path: str) -> None:
         axis.legend()
     figure.suptitle(
         f"water (288 train / 32 val, batch 8), {results['device']}, "
-        f"{results['threads']} threads per run"
+        f"{results['threads']} thread{'s' if results['threads'] != 1 else ''} per run"
     )
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -68,10 +68,12 @@ class ModelHypers(TypedDict):
         "max_angular": 4,
         "pseudo_species": 2,
     }
-    """SOAP power spectrum within the cutoff that starts each atom's scalar
-    features (instead of its element alone): the first layer then begins from
-    a full description of the neighbourhood, and the model learns in fewer
-    epochs. ``pseudo_species: 0`` turns it off."""
+    """SOAP power spectrum within the cutoff (switched off smoothly over its
+    last quarter) that starts each atom's scalar features with its element
+    embedding: the first layer then begins from a full description of the
+    neighbourhood. On water it lowers the force error reached in a given time
+    by about a third, for about a third more time per step.
+    ``pseudo_species: 0`` turns it off (checkpoints of version 1 have none)."""
 
 
 class TrainerHypers(TrainingHypers):
