@@ -588,8 +588,8 @@ def main() -> None:
     )
     parser.add_argument("--metatrain", default=METATRAIN_VERSION)
     parser.add_argument("--torch", default=TORCH_VERSION)
-    parser.add_argument("--repeats", type=int, default=8, help="default: 8")
-    parser.add_argument("--warmup", type=int, default=3, help="default: 3")
+    parser.add_argument("--repeats", type=int, default=30, help="default: 30")
+    parser.add_argument("--warmup", type=int, default=5, help="default: 5")
     parser.add_argument("--data", default=WATER, help="default: the water set")
     parser.add_argument(
         "--workdir", help="run in this folder and keep it (default: a temporary one)"

@@ -145,8 +145,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="supercells NxNxN to time (default: 1 2, i.e. 192 and 1536 atoms)",
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=8, help="default: 8")
-    parser.add_argument("--warmup", type=int, default=3, help="default: 3")
+    parser.add_argument("--repeats", type=int, default=30, help="default: 30")
+    parser.add_argument("--warmup", type=int, default=5, help="default: 5")
     parser.add_argument(
         "--neighbor-skin",
         type=float,

@@ -328,9 +328,9 @@ def main():
     parser.add_argument("--unit", help="energy unit of --data (default: data set's)")
     parser.add_argument("--batch-size", type=int, default=8, help="default: 8")
     parser.add_argument(
-        "--repeats", type=int, default=8, help="timed inference calls (default: 8)"
+        "--repeats", type=int, default=30, help="timed inference calls (default: 30)"
     )
-    parser.add_argument("--warmup", type=int, default=3, help="default: 3")
+    parser.add_argument("--warmup", type=int, default=5, help="default: 5")
     parser.add_argument(
         "--neighbor-skin",
         type=float,

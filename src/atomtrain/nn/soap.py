@@ -8,7 +8,6 @@ does not grow with the number of elements, and a model can learn new elements.
 """
 
 import math
-from typing import List
 
 import torch
 
@@ -43,12 +42,21 @@ class SoapPowerSpectrum(torch.nn.Module):
         )
         channels = pseudo_species * max_radial
         rows, cols = torch.triu_indices(channels, channels)
-        self.register_buffer("triu_rows", rows, persistent=False)
-        self.register_buffer("triu_cols", cols, persistent=False)
-        # off-diagonal pairs appear twice in the full contraction
+        self.register_buffer("triu", rows * channels + cols, persistent=False)
+        # off-diagonal pairs appear twice in the full contraction; 1/sqrt(2l+1)
         pair_weight = torch.where(rows == cols, 1.0, math.sqrt(2.0))
-        self.register_buffer("pair_weight", pair_weight, persistent=False)
+        l_weight = 1.0 / torch.sqrt(2.0 * torch.arange(max_angular + 1) + 1.0)
+        weights = l_weight.unsqueeze(1) * pair_weight.unsqueeze(0)
+        self.register_buffer("weights", weights, persistent=False)
         self.n_features = (max_angular + 1) * rows.shape[0]
+        # every l block padded to 2 l_max + 1 columns (pointing at a zero column
+        # K), so that one batched product gives the Gram matrices of all l
+        width = 2 * max_angular + 1
+        n_harmonics = (max_angular + 1) ** 2
+        padded = torch.full((max_angular + 1, width), n_harmonics)
+        for l in range(max_angular + 1):  # noqa: E741
+            padded[l, : 2 * l + 1] = torch.arange(l * l, (l + 1) * (l + 1))
+        self.register_buffer("padded_index", padded.reshape(-1), persistent=False)
         # harmonics of -r are (-1)^l those of r: the mirror of a half-list pair
         parity = [(-1.0) ** l for l in range(max_angular + 1) for _ in range(2 * l + 1)]
         self.register_buffer("parity", torch.tensor(parity), persistent=False)
@@ -93,16 +101,21 @@ class SoapPowerSpectrum(torch.nn.Module):
         mixed = mixed.reshape(
             self.pseudo_species, n_atoms, self.max_radial, self.parity.shape[0]
         )
-        features: List[torch.Tensor] = []
-        for angular in range(self.max_angular + 1):
-            block = mixed[:, :, :, angular * angular : (angular + 1) * (angular + 1)]
-            block = block.permute(1, 0, 2, 3).reshape(
-                n_atoms, self.pseudo_species * self.max_radial, 2 * angular + 1
-            )
-            gram = torch.bmm(block, block.transpose(1, 2))
-            pairs = gram[:, self.triu_rows, self.triu_cols] * self.pair_weight
-            features.append(pairs / math.sqrt(2 * angular + 1))
-        return torch.cat(features, dim=1)
+        return self.power_spectrum(mixed)
+
+    def power_spectrum(self, mixed: torch.Tensor) -> torch.Tensor:
+        """Invariants ``sum_m c_ilm c_jlm`` of channels ``i <= j`` for every l, from
+        densities ``(pseudo species, atoms, radial, harmonics)``, in a few large
+        operations (one batched product for all l) rather than a loop over l."""
+        S, n_atoms, R = mixed.shape[0], mixed.shape[1], mixed.shape[2]
+        L = self.max_angular + 1
+        zero = torch.zeros((S, n_atoms, R, 1), dtype=mixed.dtype, device=mixed.device)
+        blocks = torch.cat([mixed, zero], dim=3).index_select(3, self.padded_index)
+        blocks = blocks.reshape(S, n_atoms, R, L, 2 * L - 1).permute(1, 3, 0, 2, 4)
+        blocks = blocks.reshape(n_atoms * L, S * R, 2 * L - 1)
+        gram = torch.bmm(blocks, blocks.transpose(1, 2))
+        pairs = gram.reshape(n_atoms, L, S * R * S * R).index_select(2, self.triu)
+        return (pairs * self.weights.to(mixed.dtype)).reshape(n_atoms, self.n_features)
 
 
 def initial_mixing(n_types: int, pseudo_species: int) -> torch.Tensor:
