@@ -5,6 +5,10 @@ spherical harmonics, then contracted into rotation-invariant power-spectrum
 features. Neighbour species are mixed into ``pseudo_species`` learnable channels
 (alchemical compression, initialised to one-hot when they fit): the feature size
 does not grow with the number of elements, and a model can learn new elements.
+
+The density comes from a half neighbour list; the in-memory model computes it
+with hand-written first derivatives (fast training), the exported TorchScript
+model with plain autograd (exact to any order): see ``atomtrain.nn.soap_density``.
 """
 
 import math
