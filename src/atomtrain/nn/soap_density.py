@@ -17,12 +17,11 @@ Each pair ``(i, j)`` of the half list feeds both densities: atom ``i`` sees
 radial functions and harmonics are computed once per pair.
 """
 
-import math
 from typing import Tuple
 
 import torch
 
-from atomtrain.nn.cutoff import cosine_cutoff
+from atomtrain.nn.cutoff import cosine_cutoff, cosine_cutoff_slope
 from atomtrain.nn.spherical import harmonics_with_gradient
 
 
@@ -41,11 +40,7 @@ def _radial_with_derivative(
     kr = r * frequencies
     sine, cosine = torch.sin(kr) / r, torch.cos(kr)
     switch = cosine_cutoff(r, cutoff, width)
-    if width > 0:
-        x = ((r - (cutoff - width)) / width).clamp(0.0, 1.0)
-        switch_slope = -0.5 * math.pi / width * torch.sin(math.pi * x)
-    else:
-        switch_slope = torch.zeros_like(r)
+    switch_slope = cosine_cutoff_slope(r, cutoff, width)
     values = sine * switch
     slopes = (frequencies * cosine - sine) / r * switch + sine * switch_slope
     return values, slopes
