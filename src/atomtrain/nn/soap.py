@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from atomtrain.nn.soap_density import density_autograd, density_first_order
+from atomtrain.nn.soap_density import density_first_order, mixed_density_autograd
 from atomtrain.nn.spherical import SphericalHarmonics
 
 
@@ -81,23 +81,27 @@ class SoapPowerSpectrum(torch.nn.Module):
     ) -> torch.Tensor:
         """Features of every atom from a half neighbour list (each pair once)."""
         n_atoms = type_index.shape[0]
-        n_types = self.species_mixing.shape[0]
-        # rows ordered (element, atom): the mixing is then one matrix product
-        slots = type_index[neighbors] * n_atoms + centers
-        reverse_slots = type_index[centers] * n_atoms + neighbors
         frequencies = self.frequencies.to(vectors.dtype)
         parity = self.parity.to(vectors.dtype)
         if torch.jit.is_scripting():  # exported: derivatives of any order
             harmonics = self.spherical_harmonics(vectors)
-            density = density_autograd(
-                vectors, slots, reverse_slots, n_atoms * n_types, frequencies,
-                self.cutoff, self.cutoff_width, harmonics, parity,
+            mixed = mixed_density_autograd(
+                vectors, centers, neighbors, type_index, self.species_mixing,
+                frequencies, self.cutoff, self.cutoff_width, harmonics, parity,
             )  # fmt: skip
-        else:
-            density = density_first_order(
-                vectors, slots, reverse_slots, n_atoms * n_types, frequencies,
-                self.cutoff, self.cutoff_width, self.max_angular, parity,
-            )  # fmt: skip
+            # (atom, pseudo species * n, K) -> (pseudo species, atom, n, K)
+            mixed = mixed.reshape(
+                n_atoms, self.pseudo_species, self.max_radial, self.parity.shape[0]
+            ).transpose(0, 1)
+            return self.power_spectrum(mixed)
+        n_types = self.species_mixing.shape[0]
+        # rows ordered (element, atom): the mixing is then one matrix product
+        slots = type_index[neighbors] * n_atoms + centers
+        reverse_slots = type_index[centers] * n_atoms + neighbors
+        density = density_first_order(
+            vectors, slots, reverse_slots, n_atoms * n_types, frequencies,
+            self.cutoff, self.cutoff_width, self.max_angular, parity,
+        )  # fmt: skip
         # (element, atom * n * K) -> (pseudo species, atom, n, K)
         mixed = self.species_mixing.t() @ density.reshape(
             n_types, n_atoms * density.shape[1]

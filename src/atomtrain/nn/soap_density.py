@@ -1,7 +1,8 @@
 """Neighbour density of SOAP from a half neighbour list, two ways.
 
-``density_autograd`` is plain torch (TorchScript, any order of derivative): the
-exported model uses it. ``density_first_order`` is the path of the in-memory
+``mixed_density_autograd`` is plain torch (TorchScript, any order of
+derivative): the exported model uses it, with each atom's neighbours padded so
+that the sum over them is a batched matrix product. ``density_first_order`` is the path of the in-memory
 model (training and validation): values and first derivatives are computed
 without an autograd graph, and
 the backward pass is a handful of batched contractions that autograd can itself
@@ -46,26 +47,55 @@ def _radial_with_derivative(
     return values, slopes
 
 
-def density_autograd(
+def mixed_density_autograd(
     vectors: torch.Tensor,
-    slots: torch.Tensor,
-    reverse_slots: torch.Tensor,
-    n_rows: int,
+    centers: torch.Tensor,
+    neighbors: torch.Tensor,
+    type_index: torch.Tensor,
+    species_mixing: torch.Tensor,
     frequencies: torch.Tensor,
     cutoff: float,
     width: float,
     harmonics: torch.Tensor,
     parity: torch.Tensor,
 ) -> torch.Tensor:
-    """Density rows ``(n_rows, n * K)``: pair ``p`` adds its expansion to row
-    ``slots[p]`` and its mirror image to row ``reverse_slots[p]``; ``harmonics``
-    are the spherical harmonics of ``vectors`` (computed by the caller)."""
+    """Density in pseudo-species channels, ``(atoms, pseudo * n, K)``, with each
+    atom's neighbours padded to a common count so that the sum over neighbours
+    is one batched matrix product: forward and backward then never build a
+    ``(pairs, n * K)`` tensor (the scatter formulation needs four of them, whose
+    fresh pages cost a third of an exported model's call on a small cell).
+    ``harmonics`` are those of ``vectors``, computed by the caller."""
+    n_atoms = type_index.shape[0]
     distances = torch.linalg.vector_norm(vectors, dim=1)
     radial = radial_functions(distances, frequencies, cutoff, width)
-    width_ = radial.shape[1] * harmonics.shape[1]
-    edge = (radial.unsqueeze(2) * harmonics.unsqueeze(1)).reshape(-1, width_)
-    parity = parity.repeat(radial.shape[1])
-    return _scatter_pairs(edge, slots, reverse_slots, parity, n_rows)
+    # the full list: atom i sees (r, Y), atom j sees (r, (-1)^l Y)
+    owner = torch.cat([centers, neighbors])
+    other = torch.cat([neighbors, centers])
+    angular = torch.cat([harmonics, harmonics * parity])
+    channels = species_mixing.index_select(0, type_index.index_select(0, other))
+    radial = torch.cat([radial, radial])
+    radial = (channels.unsqueeze(2) * radial.unsqueeze(1)).reshape(
+        owner.shape[0], channels.shape[1] * radial.shape[1]
+    )
+    # slot of each pair: its owner's row, then its rank among the owner's pairs
+    order = torch.argsort(owner, stable=True)
+    owner = owner.index_select(0, order)
+    counts = torch.bincount(owner, minlength=n_atoms)
+    k_max = int(counts.max()) if owner.shape[0] > 0 else 0
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(owner.shape[0], device=owner.device) - first[owner]
+    slots = owner * k_max + rank
+    radial = _padded(radial.index_select(0, order), slots, n_atoms, k_max)
+    angular = _padded(angular.index_select(0, order), slots, n_atoms, k_max)
+    return torch.bmm(radial.transpose(1, 2), angular)
+
+
+def _padded(
+    rows: torch.Tensor, slots: torch.Tensor, n_atoms: int, k_max: int
+) -> torch.Tensor:
+    shape = (n_atoms * k_max, rows.shape[1])
+    padded = torch.zeros(shape, dtype=rows.dtype, device=rows.device)
+    return padded.index_copy(0, slots, rows).reshape(n_atoms, k_max, rows.shape[1])
 
 
 def density_first_order(
@@ -79,7 +109,8 @@ def density_first_order(
     l_max: int,
     parity: torch.Tensor,
 ) -> torch.Tensor:
-    """Same values as :func:`density_autograd`, differentiable once with
+    """Same values as :func:`mixed_density_autograd` before the species mixing
+    (rows ordered element, atom), differentiable once with
     respect to ``vectors`` (and its backward once more, with respect to the
     incoming gradient)."""
     return _FirstOrderDensity.apply(
