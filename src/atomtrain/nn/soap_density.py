@@ -2,16 +2,16 @@
 
 ``mixed_density_autograd`` is plain torch (TorchScript, any order of
 derivative): the exported model uses it, with each atom's neighbours padded so
-that the sum over them is a batched matrix product. ``density_first_order`` is the path of the in-memory
-model (training and validation): values and first derivatives are computed
-without an autograd graph, and
-the backward pass is a handful of batched contractions that autograd can itself
-differentiate with respect to the incoming gradient. That is all a force or
-stress loss needs (the second pass of training differentiates forces with
-respect to weights, never twice with respect to positions), and it replaces
-hundreds of small autograd nodes per pair with about ten: SOAP-BPNN trains about
-twice as fast. Asking it for a second derivative with respect to positions
-raises an error instead of returning a wrong (zero) curvature.
+that the sum over them is one batched matrix product. ``density_first_order``
+is the path of the in-memory model (training and validation): values and first
+derivatives are computed without an autograd graph, and the backward pass is a
+handful of batched contractions that autograd can itself differentiate with
+respect to the incoming gradient. That is all a force or stress loss needs (the
+second pass of training differentiates forces with respect to weights, never
+twice with respect to positions), and it replaces hundreds of small autograd
+nodes per pair with about ten: SOAP-BPNN trains about twice as fast. Asking it
+for a second derivative with respect to positions raises an error instead of
+returning a wrong (zero) curvature.
 
 Each pair ``(i, j)`` of the half list feeds both densities: atom ``i`` sees
 ``r_ij`` and atom ``j`` sees ``-r_ij``, whose harmonics are ``(-1)^l Y_lm``, so
