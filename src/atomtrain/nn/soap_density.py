@@ -66,36 +66,45 @@ def mixed_density_autograd(
     fresh pages cost a third of an exported model's call on a small cell).
     ``harmonics`` are those of ``vectors``, computed by the caller."""
     n_atoms = type_index.shape[0]
+    n_pairs = centers.shape[0]
     distances = torch.linalg.vector_norm(vectors, dim=1)
     radial = radial_functions(distances, frequencies, cutoff, width)
-    # the full list: atom i sees (r, Y), atom j sees (r, (-1)^l Y)
+    # each pair's slot in the padded rows of both its atoms: (owner, rank among
+    # the owner's pairs); atom i sees (r, Y) and atom j sees (r, (-1)^l Y)
     owner = torch.cat([centers, neighbors])
-    other = torch.cat([neighbors, centers])
-    angular = torch.cat([harmonics, harmonics * parity])
-    channels = species_mixing.index_select(0, type_index.index_select(0, other))
-    radial = torch.cat([radial, radial])
-    radial = (channels.unsqueeze(2) * radial.unsqueeze(1)).reshape(
-        owner.shape[0], channels.shape[1] * radial.shape[1]
-    )
-    # slot of each pair: its owner's row, then its rank among the owner's pairs
     order = torch.argsort(owner, stable=True)
-    owner = owner.index_select(0, order)
     counts = torch.bincount(owner, minlength=n_atoms)
-    k_max = int(counts.max()) if owner.shape[0] > 0 else 0
+    k_max = int(counts.max()) if n_pairs > 0 else 0
     first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(owner.shape[0], device=owner.device) - first[owner]
-    slots = owner * k_max + rank
-    radial = _padded(radial.index_select(0, order), slots, n_atoms, k_max)
-    angular = _padded(angular.index_select(0, order), slots, n_atoms, k_max)
-    return torch.bmm(radial.transpose(1, 2), angular)
+    sorted_owner = owner.index_select(0, order)
+    rank = torch.arange(2 * n_pairs, device=owner.device) - first[sorted_owner]
+    slots = torch.empty_like(owner).index_copy_(0, order, sorted_owner * k_max + rank)
+    forward_slots, reverse_slots = slots[:n_pairs], slots[n_pairs:]
+
+    channels = species_mixing.shape[1] * radial.shape[1]
+    mixing_j = species_mixing.index_select(0, type_index.index_select(0, neighbors))
+    mixing_i = species_mixing.index_select(0, type_index.index_select(0, centers))
+    radial_rows = torch.zeros(
+        (n_atoms * k_max, channels), dtype=radial.dtype, device=radial.device
+    )
+    radial_rows.index_copy_(0, forward_slots, _outer(mixing_j, radial))
+    radial_rows.index_copy_(0, reverse_slots, _outer(mixing_i, radial))
+    angular_rows = torch.zeros(
+        (n_atoms * k_max, harmonics.shape[1]), dtype=radial.dtype, device=radial.device
+    )
+    angular_rows.index_copy_(0, forward_slots, harmonics)
+    angular_rows.index_copy_(0, reverse_slots, harmonics * parity)
+    return torch.bmm(
+        radial_rows.reshape(n_atoms, k_max, channels).transpose(1, 2),
+        angular_rows.reshape(n_atoms, k_max, harmonics.shape[1]),
+    )
 
 
-def _padded(
-    rows: torch.Tensor, slots: torch.Tensor, n_atoms: int, k_max: int
-) -> torch.Tensor:
-    shape = (n_atoms * k_max, rows.shape[1])
-    padded = torch.zeros(shape, dtype=rows.dtype, device=rows.device)
-    return padded.index_copy(0, slots, rows).reshape(n_atoms, k_max, rows.shape[1])
+def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise outer products, flattened: ``(n, p), (n, q) -> (n, p * q)``."""
+    return (a.unsqueeze(2) * b.unsqueeze(1)).reshape(
+        a.shape[0], a.shape[1] * b.shape[1]
+    )
 
 
 def density_first_order(
