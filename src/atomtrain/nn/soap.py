@@ -96,10 +96,10 @@ class SoapPowerSpectrum(torch.nn.Module):
             return self.power_spectrum(mixed)
         n_types = self.species_mixing.shape[0]
         # rows ordered (element, atom): the mixing is then one matrix product
-        slots = type_index[neighbors] * n_atoms + centers
-        reverse_slots = type_index[centers] * n_atoms + neighbors
+        rows = type_index[neighbors] * n_atoms + centers
+        reverse_rows = type_index[centers] * n_atoms + neighbors
         density = density_first_order(
-            vectors, slots, reverse_slots, n_atoms * n_types, frequencies,
+            vectors, rows, reverse_rows, n_atoms * n_types, frequencies,
             self.cutoff, self.cutoff_width, self.max_angular, parity,
         )  # fmt: skip
         # (element, atom * n * K) -> (pseudo species, atom, n, K)

@@ -23,7 +23,7 @@ from typing import Tuple
 import torch
 
 from atomtrain.nn.cutoff import cosine_cutoff, cosine_cutoff_slope
-from atomtrain.nn.spherical import harmonics_with_gradient
+from atomtrain.nn.spherical import harmonics_with_polynomial_gradient, tangential
 
 
 def radial_functions(
@@ -59,45 +59,58 @@ def mixed_density_autograd(
     harmonics: torch.Tensor,
     parity: torch.Tensor,
 ) -> torch.Tensor:
-    """Density in pseudo-species channels, ``(atoms, pseudo * n, K)``, with each
-    atom's neighbours padded to a common count so that the sum over neighbours
-    is one batched matrix product: forward and backward then never build a
-    ``(pairs, n * K)`` tensor (the scatter formulation needs four of them, whose
-    fresh pages cost a third of an exported model's call on a small cell).
-    ``harmonics`` are those of ``vectors``, computed by the caller."""
+    """Density in pseudo-species channels, ``(atoms, pseudo * n, K)``, with the
+    species mixing inside the padded radial rows; ``harmonics`` are those of
+    ``vectors``, computed by the caller."""
     n_atoms = type_index.shape[0]
-    n_pairs = centers.shape[0]
     distances = torch.linalg.vector_norm(vectors, dim=1)
     radial = radial_functions(distances, frequencies, cutoff, width)
-    # each pair's slot in the padded rows of both its atoms: (owner, rank among
-    # the owner's pairs); atom i sees (r, Y) and atom j sees (r, (-1)^l Y)
-    owner = torch.cat([centers, neighbors])
-    order = torch.argsort(owner, stable=True)
-    counts = torch.bincount(owner, minlength=n_atoms)
-    k_max = int(counts.max()) if n_pairs > 0 else 0
-    first = torch.cumsum(counts, 0) - counts
-    sorted_owner = owner.index_select(0, order)
-    rank = torch.arange(2 * n_pairs, device=owner.device) - first[sorted_owner]
-    slots = torch.empty_like(owner).index_copy_(0, order, sorted_owner * k_max + rank)
-    forward_slots, reverse_slots = slots[:n_pairs], slots[n_pairs:]
-
-    channels = species_mixing.shape[1] * radial.shape[1]
+    forward_slots, reverse_slots, k_max = padded_slots(centers, neighbors, n_atoms)
     mixing_j = species_mixing.index_select(0, type_index.index_select(0, neighbors))
     mixing_i = species_mixing.index_select(0, type_index.index_select(0, centers))
-    radial_rows = torch.zeros(
-        (n_atoms * k_max, channels), dtype=radial.dtype, device=radial.device
+    radial_rows = _padded(
+        _outer(mixing_j, radial), _outer(mixing_i, radial),
+        forward_slots, reverse_slots, n_atoms, k_max,
+    )  # fmt: skip
+    angular_rows = _padded(
+        harmonics, harmonics * parity, forward_slots, reverse_slots, n_atoms, k_max
     )
-    radial_rows.index_copy_(0, forward_slots, _outer(mixing_j, radial))
-    radial_rows.index_copy_(0, reverse_slots, _outer(mixing_i, radial))
-    angular_rows = torch.zeros(
-        (n_atoms * k_max, harmonics.shape[1]), dtype=radial.dtype, device=radial.device
+    return torch.bmm(radial_rows.transpose(1, 2), angular_rows)
+
+
+def padded_slots(
+    rows: torch.Tensor, reverse_rows: torch.Tensor, n_rows: int
+) -> Tuple[torch.Tensor, torch.Tensor, int]:
+    """Where each pair goes in a padded ``(n_rows, k_max)`` layout, for the row
+    it feeds directly (``rows``) and the row that sees its mirror image
+    (``reverse_rows``): slot = row * k_max + rank of the pair within its row."""
+    owner = torch.cat([rows, reverse_rows])
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=n_rows)
+    k_max = int(counts.max()) if owner.shape[0] > 0 else 0
+    first = torch.cumsum(counts, 0) - counts
+    sorted_owner = owner.index_select(0, order)
+    rank = torch.arange(owner.shape[0], device=owner.device) - first[sorted_owner]
+    slots = torch.empty_like(owner).index_copy_(0, order, sorted_owner * k_max + rank)
+    return slots[: rows.shape[0]], slots[rows.shape[0] :], k_max
+
+
+def _padded(
+    values: torch.Tensor,
+    reverse_values: torch.Tensor,
+    slots: torch.Tensor,
+    reverse_slots: torch.Tensor,
+    n_rows: int,
+    k_max: int,
+) -> torch.Tensor:
+    """``(n_rows, k_max, width)``: each pair's ``values`` at its slot and its
+    ``reverse_values`` at its reverse slot, zeros in the padding."""
+    padded = torch.zeros(
+        (n_rows * k_max, values.shape[1]), dtype=values.dtype, device=values.device
     )
-    angular_rows.index_copy_(0, forward_slots, harmonics)
-    angular_rows.index_copy_(0, reverse_slots, harmonics * parity)
-    return torch.bmm(
-        radial_rows.reshape(n_atoms, k_max, channels).transpose(1, 2),
-        angular_rows.reshape(n_atoms, k_max, harmonics.shape[1]),
-    )
+    padded.index_copy_(0, slots, values)
+    padded.index_copy_(0, reverse_slots, reverse_values)
+    return padded.reshape(n_rows, k_max, values.shape[1])
 
 
 def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -109,8 +122,8 @@ def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def density_first_order(
     vectors: torch.Tensor,
-    slots: torch.Tensor,
-    reverse_slots: torch.Tensor,
+    rows: torch.Tensor,
+    reverse_rows: torch.Tensor,
     n_rows: int,
     frequencies: torch.Tensor,
     cutoff: float,
@@ -118,51 +131,37 @@ def density_first_order(
     l_max: int,
     parity: torch.Tensor,
 ) -> torch.Tensor:
-    """Same values as :func:`mixed_density_autograd` before the species mixing
-    (rows ordered element, atom), differentiable once with
-    respect to ``vectors`` (and its backward once more, with respect to the
-    incoming gradient)."""
+    """Density ``(n_rows, n * K)``: pair ``p`` adds its expansion to row
+    ``rows[p]`` and its mirror image to row ``reverse_rows[p]``; differentiable
+    once with respect to ``vectors`` (and its backward once more, with respect to
+    the incoming gradient)."""
     return _FirstOrderDensity.apply(
-        vectors, slots, reverse_slots, n_rows, frequencies, cutoff, width, l_max, parity
+        vectors, rows, reverse_rows, n_rows, frequencies, cutoff, width, l_max, parity
     )
-
-
-def _scatter_pairs(
-    edge: torch.Tensor,
-    slots: torch.Tensor,
-    reverse_slots: torch.Tensor,
-    parity: torch.Tensor,
-    n_rows: int,
-) -> torch.Tensor:
-    """Sum of ``edge`` into rows ``slots`` and of ``parity * edge`` into rows
-    ``reverse_slots``, the parity applied to the (small) sums, not per pair."""
-    forward = torch.zeros((n_rows, edge.shape[1]), dtype=edge.dtype, device=edge.device)
-    reverse = torch.zeros_like(forward)
-    forward.index_add_(0, slots, edge)
-    reverse.index_add_(0, reverse_slots, edge)
-    return forward.add_(reverse.mul_(parity))
 
 
 class _FirstOrderDensity(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, vectors, slots, reverse_slots, n_rows, frequencies, cutoff,
+    def forward(ctx, vectors, rows, reverse_rows, n_rows, frequencies, cutoff,
                 width, l_max, parity):  # fmt: skip
         distances = torch.linalg.vector_norm(vectors, dim=1)
         unit = vectors / distances.unsqueeze(1)
         radial, radial_slope = _radial_with_derivative(
             distances, frequencies.to(vectors.dtype), cutoff, width
         )
-        harmonics, harmonics_grad = harmonics_with_gradient(unit, distances, l_max)
-        edge = (radial.unsqueeze(2) * harmonics.unsqueeze(1)).reshape(
-            vectors.shape[0], radial.shape[1] * harmonics.shape[1]
+        harmonics, harmonics_grad = harmonics_with_polynomial_gradient(unit, l_max)
+        parity = parity.to(vectors.dtype)
+        slots, reverse_slots, k_max = padded_slots(rows, reverse_rows, n_rows)
+        padded_radial = _padded(radial, radial, slots, reverse_slots, n_rows, k_max)
+        padded_angular = _padded(
+            harmonics, harmonics * parity, slots, reverse_slots, n_rows, k_max
         )
-        parity_ = parity.to(vectors.dtype).repeat(radial.shape[1])
-        density = _scatter_pairs(edge, slots, reverse_slots, parity_, n_rows)
+        density = torch.bmm(padded_radial.transpose(1, 2), padded_angular)
         ctx.save_for_backward(
-            vectors, slots, reverse_slots, parity_, unit, radial, radial_slope,
-            harmonics, harmonics_grad,
+            vectors, slots, reverse_slots, parity, unit, distances, radial_slope,
+            harmonics_grad, padded_radial, padded_angular,
         )  # fmt: skip
-        return density
+        return density.reshape(n_rows, radial.shape[1] * harmonics.shape[1])
 
     @staticmethod
     def backward(ctx, grad_density):
@@ -175,40 +174,54 @@ class _FirstOrderDensity(torch.autograd.Function):
 
 class _DensityGradient(torch.autograd.Function):
     """Gradient with respect to the pair vectors from the gradient with respect
-    to the density; linear in the latter, with an explicit backward (autograd's
-    own would build outer products as slow batched matrix products)."""
+    to the density; linear in the latter, with an explicit backward. Both are
+    batched products over the padded rows, then gathers of narrow per-pair rows
+    (no ``(pairs, n * K)`` tensor)."""
 
     @staticmethod
-    def forward(ctx, grad_density, slots, reverse_slots, parity, unit, radial,
-                radial_slope, harmonics, harmonics_grad):  # fmt: skip
-        n_pairs, n_radial = radial.shape
-        grad_edge = grad_density.index_select(0, slots)
-        grad_edge += (grad_density * parity).index_select(0, reverse_slots)
-        grad_edge = grad_edge.reshape(n_pairs, n_radial, harmonics.shape[1])
-        # edge = R_n(r) Y_k(v): d/dv = R'_n Y_k v/r + R_n dY_k/dv
-        along_radial = torch.bmm(grad_edge, harmonics.unsqueeze(2)).squeeze(2)
-        along_harmonics = torch.bmm(radial.unsqueeze(1), grad_edge)
-        grad_vectors = torch.bmm(along_harmonics, harmonics_grad).squeeze(1)
+    def forward(ctx, grad_density, slots, reverse_slots, parity, unit, distances,
+                radial_slope, harmonics_grad, padded_radial,
+                padded_angular):  # fmt: skip
+        n_rows, k_max, n_radial = padded_radial.shape
+        n_harmonics = padded_angular.shape[2]
+        grad = grad_density.reshape(n_rows, n_radial, n_harmonics)
+        # density = R^T A per row: d/dR = A G^T, d/dA = R G, per padded slot
+        to_radial = torch.bmm(padded_angular, grad.transpose(1, 2))
+        to_radial = to_radial.reshape(n_rows * k_max, n_radial)
+        to_angular = torch.bmm(padded_radial, grad).reshape(n_rows * k_max, n_harmonics)
+        along_radial = to_radial[slots] + to_radial[reverse_slots]
+        along_harmonics = to_angular[slots] + to_angular[reverse_slots] * parity
+        # R_n(r) Y_k(v): d/dv = R'_n Y_k v/r + R_n dY_k/dv
+        grad_vectors = torch.bmm(along_harmonics.unsqueeze(1), harmonics_grad)
+        grad_vectors = tangential(grad_vectors.squeeze(1), unit, distances)
         grad_vectors += (along_radial * radial_slope).sum(1, keepdim=True) * unit
-        ctx.n_rows = grad_density.shape[0]
         ctx.save_for_backward(
-            slots, reverse_slots, parity, unit, radial, radial_slope, harmonics,
-            harmonics_grad,
+            slots, reverse_slots, parity, unit, distances, radial_slope,
+            harmonics_grad, padded_radial, padded_angular,
         )  # fmt: skip
         return grad_vectors
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_grad):
-        (slots, reverse_slots, parity, unit, radial, radial_slope, harmonics,
-         harmonics_grad) = ctx.saved_tensors  # fmt: skip
-        along_unit = (grad_grad * unit).sum(1, keepdim=True)
-        along_harmonics = torch.bmm(harmonics_grad, grad_grad.unsqueeze(2))
-        edge = (radial_slope * along_unit).unsqueeze(2) * harmonics.unsqueeze(1)
-        edge += radial.unsqueeze(2) * along_harmonics.transpose(1, 2)
-        edge = edge.reshape(edge.shape[0], radial.shape[1] * harmonics.shape[1])
-        result = _scatter_pairs(edge, slots, reverse_slots, parity, ctx.n_rows)
-        return result, None, None, None, None, None, None, None, None
+        (slots, reverse_slots, parity, unit, distances, radial_slope, harmonics_grad,
+         padded_radial, padded_angular) = ctx.saved_tensors  # fmt: skip
+        n_rows, k_max = padded_radial.shape[0], padded_radial.shape[1]
+        # grad_vectors . grad_grad is linear in the density gradient through
+        # these per-pair coefficients of along_radial and along_harmonics
+        radial_weight = radial_slope * (grad_grad * unit).sum(1, keepdim=True)
+        tangent = tangential(grad_grad, unit, distances)  # self-adjoint projection
+        angular_weight = torch.bmm(harmonics_grad, tangent.unsqueeze(2)).squeeze(2)
+        radial_weight = _padded(
+            radial_weight, radial_weight, slots, reverse_slots, n_rows, k_max
+        )
+        angular_weight = _padded(
+            angular_weight, angular_weight * parity, slots, reverse_slots, n_rows, k_max
+        )
+        result = torch.bmm(radial_weight.transpose(1, 2), padded_angular)
+        result.baddbmm_(padded_radial.transpose(1, 2), angular_weight)
+        result = result.reshape(n_rows, result.shape[1] * result.shape[2])
+        return result, None, None, None, None, None, None, None, None, None
 
 
 class _NoCurvature(torch.autograd.Function):

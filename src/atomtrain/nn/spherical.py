@@ -89,35 +89,56 @@ def harmonics_with_gradient(
     unit: torch.Tensor, distances: torch.Tensor, l_max: int
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Values ``(n, K)`` of the harmonics of unit vectors ``unit`` and their
-    gradient ``(n, K, 3)`` with respect to the vectors of length ``distances``
-    (the derivative of ``Y(v / |v|)``: tangential, scaled by ``1 / |v|``)."""
+    gradient ``(n, K, 3)`` with respect to the vectors of length ``distances``."""
+    values, gradient = harmonics_with_polynomial_gradient(unit, l_max)
+    return values, tangential(gradient, unit, distances)
+
+
+def tangential(
+    gradient: torch.Tensor, unit: torch.Tensor, distances: torch.Tensor
+) -> torch.Tensor:
+    """The chain rule through ``v / |v|`` for a gradient ``(..., 3)`` with respect
+    to the unit vector: remove the part along ``unit``, divide by ``|v|``. Linear,
+    so callers that contract the gradient apply it to the (smaller) result."""
+    shape = (-1,) + (1,) * (gradient.dim() - 2) + (3,)
+    unit = unit.reshape(shape)
+    along = (gradient * unit).sum(-1, keepdim=True)
+    return (gradient - along * unit) / distances.reshape(shape[:-1] + (1,))
+
+
+@torch.no_grad()
+def harmonics_with_polynomial_gradient(
+    unit: torch.Tensor, l_max: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Values ``(n, K)`` and the gradient ``(n, K, 3)`` of the harmonics'
+    polynomial form with respect to the components of ``unit`` taken as free;
+    :func:`tangential` turns it into the gradient with respect to the vector."""
     cos_m, sin_m, legendre = _tables(unit, l_max)
-    zero = torch.zeros_like(distances)
+    norms = _normalisation(l_max).tolist()
+    zero = torch.zeros_like(unit[:, 0])
+    # d/dx (x + iy)^a = a (x + iy)^(a-1), d/dy = i a (x + iy)^(a-1)
+    cos_x = [a * cos_m[a - 1] if a > 0 else zero for a in range(l_max + 1)]
+    sin_x = [a * sin_m[a - 1] if a > 0 else zero for a in range(l_max + 1)]
     values: List[torch.Tensor] = []
     grads: List[torch.Tensor] = []
+    k = 0
     for l in range(l_max + 1):  # noqa: E741
         for m in range(-l, l + 1):
             a = abs(m)
-            q = legendre[l][a]
-            dq = legendre[l][a + 1] if a < l else zero
+            q = legendre[l][a] * norms[k]
+            dq = legendre[l][a + 1] * norms[k] if a < l else zero
+            k += 1
             if m == 0:
                 values.append(q)
                 grads += [zero, zero, dq]
-                continue
-            # d/dx (x + iy)^a = a (x + iy)^(a-1), d/dy = i a (x + iy)^(a-1)
-            if m > 0:
-                t, tx, ty = cos_m[a], a * cos_m[a - 1], -a * sin_m[a - 1]
+            elif m > 0:
+                values.append(q * cos_m[a])
+                grads += [q * cos_x[a], -q * sin_x[a], dq * cos_m[a]]
             else:
-                t, tx, ty = sin_m[a], a * sin_m[a - 1], a * cos_m[a - 1]
-            values.append(q * t)
-            grads += [q * tx, q * ty, dq * t]
-    norms = _normalisation(l_max).to(unit)
-    values_ = torch.stack(values, dim=1) * norms
-    grad = torch.stack(grads, dim=1).reshape(-1, len(values), 3) * norms.unsqueeze(1)
-    # chain rule through v / |v|: remove the radial part, divide by |v|
-    radial = (grad * unit.unsqueeze(1)).sum(dim=2, keepdim=True)
-    grad = (grad - radial * unit.unsqueeze(1)) / distances.reshape(-1, 1, 1)
-    return values_, grad
+                values.append(q * sin_m[a])
+                grads += [q * sin_x[a], q * cos_x[a], dq * sin_m[a]]
+    gradient = torch.stack(grads, dim=1).reshape(-1, len(values), 3)
+    return torch.stack(values, dim=1), gradient
 
 
 def _double_factorial(n: int) -> float:
