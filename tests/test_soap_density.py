@@ -17,6 +17,11 @@ from atomtrain.architectures.registry import import_architecture, import_documen
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors, make_system
+from atomtrain.nn.soap_density import (
+    density_first_order,
+    mixed_density_autograd,
+    radial_functions,
+)
 from atomtrain.nn.spherical import SphericalHarmonics, harmonics_with_gradient
 from atomtrain.testing.fixtures import fresh
 from atomtrain.training.evaluate import predict
@@ -165,3 +170,45 @@ def test_atom_without_neighbours(model):
     exact, _ = _predict_with_grads(model, [lonely], scripted=True)
     assert torch.equal(fast.forces["energy"], torch.zeros(2, 3, dtype=F64))
     assert torch.allclose(fast.values["energy"], exact.values["energy"], atol=1e-12)
+
+
+def test_padded_density_equals_a_plain_sum():
+    """Both paths pad each atom's pairs into slots; against a sum pair by pair:
+    uneven neighbour counts, an atom with none, repeated pairs and self-images."""
+    torch.manual_seed(3)
+    n_atoms, l_max = 7, 3
+    centers = torch.tensor([0, 0, 0, 0, 0, 1, 2, 2, 3, 3, 5, 5, 0])
+    neighbors = torch.tensor([1, 2, 3, 5, 5, 2, 3, 2, 5, 1, 0, 1, 0])
+    vectors = torch.randn(len(centers), 3, dtype=F64) * 1.5
+    types = torch.tensor([0, 1, 1, 0, 1, 0, 1])
+    mixing = torch.randn(2, 3, dtype=F64)
+    frequencies = torch.pi / 4.0 * torch.arange(1, 5, dtype=F64)
+    harmonics = SphericalHarmonics(l_max).to(F64)(vectors)
+    parity = torch.tensor(
+        [(-1.0) ** l for l in range(l_max + 1) for _ in range(2 * l + 1)], dtype=F64
+    )
+    radial = radial_functions(
+        torch.linalg.vector_norm(vectors, dim=1), frequencies, 4.0, 1.0
+    )
+    expected = torch.zeros(2, n_atoms, 4, harmonics.shape[1], dtype=F64)
+    for p, (i, j) in enumerate(zip(centers.tolist(), neighbors.tolist())):
+        expansion = torch.outer(radial[p], harmonics[p])
+        expected[types[j], i] += expansion
+        expected[types[i], j] += expansion * parity
+
+    rows = types[neighbors] * n_atoms + centers
+    reverse_rows = types[centers] * n_atoms + neighbors
+    density = density_first_order(
+        vectors, rows, reverse_rows, 2 * n_atoms, frequencies, 4.0, 1.0, l_max, parity
+    )
+    assert torch.allclose(density.reshape(expected.shape), expected, atol=1e-13)
+
+    mixed = mixed_density_autograd(
+        vectors, centers, neighbors, types, mixing, frequencies, 4.0, 1.0,
+        harmonics, parity,
+    )  # fmt: skip
+    expected_mixed = torch.einsum("es,eank->asnk", mixing, expected)
+    assert torch.allclose(
+        mixed, expected_mixed.reshape(n_atoms, -1, harmonics.shape[1]), atol=1e-13
+    )
+    assert float(expected[:, 4].abs().max()) == 0.0  # atom 4 has no pair
