@@ -5,8 +5,9 @@ exported model loads it from ``extensions/`` (as ASE, LAMMPS or i-PI do), so
 forces of exported models came out silently wrong. Plain torch differentiates
 to any order, runs on any device and needs no compiled extension.
 
-``harmonics_with_gradient`` gives values and exact first derivatives without
-autograd, for the training path of SOAP (``atomtrain.nn.soap_density``).
+``harmonics_with_polynomial_gradient`` and ``tangential`` give values and exact
+first derivatives without autograd, for the training path of SOAP
+(``atomtrain.nn.soap_density``).
 """
 
 import math
@@ -82,16 +83,6 @@ class SphericalHarmonics(torch.nn.Module):
                 else:
                     columns.append(legendre[l][m] * cos_m[m])
         return torch.stack(columns, dim=1) * self.norms.to(vectors.dtype)
-
-
-@torch.no_grad()
-def harmonics_with_gradient(
-    unit: torch.Tensor, distances: torch.Tensor, l_max: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Values ``(n, K)`` of the harmonics of unit vectors ``unit`` and their
-    gradient ``(n, K, 3)`` with respect to the vectors of length ``distances``."""
-    values, gradient = harmonics_with_polynomial_gradient(unit, l_max)
-    return values, tangential(gradient, unit, distances)
 
 
 def tangential(
