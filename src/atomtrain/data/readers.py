@@ -276,6 +276,9 @@ def read_target(structure, atoms, name, options, info, length_factor, path, inde
         structure.forces[name] = torch.tensor(array * factor / length_factor)
     stress = options.get("stress")
     virial = options.get("virial")
+    for gradient, gradient_options in (("stress", stress), ("virial", virial)):
+        if gradient_options and _lookup(atoms, gradient_options["key"]) is not None:
+            _check_periodic(structure, path, index, name, gradient, gradient_options)
     if stress and _lookup(atoms, stress["key"]) is not None:
         array = _get(atoms, stress["key"], path, index, f"stress of '{name}'")
         array = _voigt_to_matrix(array, path, index, stress["key"])
@@ -291,6 +294,22 @@ def read_target(structure, atoms, name, options, info, length_factor, path, inde
             )
         # stress = -virial / volume (ASE sign convention)
         structure.stress[name] = torch.tensor(-array * factor / volume)
+
+
+def _check_periodic(structure, path, index, name, gradient, options) -> None:
+    """Only a structure periodic in every direction has a stress (or virial):
+    it is the derivative of the energy with respect to a strain of its cell,
+    divided by the cell's volume."""
+    if bool(structure.pbc.all()):
+        return
+    pbc = " ".join("T" if p else "F" for p in structure.pbc.tolist())
+    raise UserError(
+        f"structure {index} of '{path}' has a {gradient} (key '{options['key']}') "
+        f'but is not periodic in every direction (pbc="{pbc}"): only periodic '
+        "structures can have a stress or virial. Remove the key from the "
+        f"non-periodic structures, or set '{gradient}: false' for target '{name}' "
+        "in your options."
+    )
 
 
 def _voigt_to_matrix(array, path, index, key):
