@@ -284,9 +284,11 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                 f"neighbour lists of {cached} structures computed in "
                 f"{time.perf_counter() - started:.1f} s"
             )
+        model.to(device=device, dtype=dtype)
+        # fitted after the cast: float64 runs keep float64 baselines (isolated-
+        # atom energies exactly), not values rounded to float32
         if self.state is None and world.is_main:
             fit_baselines(model, train, model.dataset_info)
-        model.to(device=device, dtype=dtype)
         self._freeze_for_finetuning(model)
         world.broadcast_module(model)  # rank 0's baselines and initial weights
         scales = {
