@@ -20,6 +20,7 @@ from atomtrain.export import save_exported
 from atomtrain.options.load import apply_overrides, load_options, read_yaml
 from atomtrain.training import distributed
 from atomtrain.training.files import atomic_copy, atomic_write_text
+from atomtrain.training.isolated_atoms import isolated_atom_energies
 from atomtrain.training.loop import TrainingStopped
 from atomtrain.training.observers import Observers
 from atomtrain.training.reporting import make_observers, report_after_training
@@ -194,6 +195,7 @@ def _train(
         f"{sum(map(len, test))} test structures; atomic types "
         f"{dataset_info.atomic_types}; targets {', '.join(dataset_info.targets)}"
     )
+    isolated = isolated_atom_energies(options, dataset_info)
     training_hypers = dict(options["architecture"]["training"])
     training_hypers["loss"] = options["loss"]
     if restart:
@@ -212,6 +214,7 @@ def _train(
     else:
         model = model_class(options["architecture"]["model"], dataset_info)
         trainer = trainer_class(training_hypers)
+    trainer.fixed_compositions = isolated  # used where the baselines are fitted
     n_parameters = sum(p.numel() for p in model.parameters())
     logger.info(f"model has {n_parameters:,} parameters")
 

@@ -23,14 +23,25 @@ CHUNK = 4096  # structures per vectorised update
 
 
 def fit_baselines(
-    model: torch.nn.Module, structures: Sequence[Structure], dataset_info: DatasetInfo
+    model: torch.nn.Module,
+    structures: Sequence[Structure],
+    dataset_info: DatasetInfo,
+    fixed: Dict[str, Dict[int, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Fit composition and scale of each target; returns the scales found."""
+    """Fit composition and scale of each target; returns the scales found.
+    ``fixed`` gives per-element values (isolated-atom energies) that replace
+    the composition fit of a target; its scale is fitted around them."""
     modules = {
         m.target_name: m for m in model.modules() if isinstance(m, TargetBaseline)
     }
     infos = [dataset_info.targets[name] for name in modules]
-    fits = fit_all(infos, structures, dataset_info.atomic_types)
+    types = dataset_info.atomic_types
+    compositions = {
+        name: _per_type(values, types, dataset_info.targets[name].num_subtargets)
+        for name, values in (fixed or {}).items()
+        if name in modules
+    }
+    fits = fit_all(infos, structures, types, compositions)
     scales = {}
     for name, module in modules.items():
         if name not in fits:
@@ -47,14 +58,32 @@ def fit_one(info: TargetInfo, structures: Sequence[Structure], atomic_types: lis
     return fit_all([info], structures, atomic_types)[info.name]
 
 
+def _per_type(
+    values: Dict[int, torch.Tensor], atomic_types: list[int], width: int
+) -> torch.Tensor:
+    """Rows in the order of ``atomic_types``; a type without a value (one the
+    model knows from earlier data only) gets zeros, as the fit would give it."""
+    rows = torch.zeros(len(atomic_types), width, dtype=torch.float64)
+    for row, atomic_type in enumerate(atomic_types):
+        if atomic_type in values:
+            rows[row] = values[atomic_type].double().reshape(width)
+    return rows
+
+
 def fit_all(
-    infos: List[TargetInfo], structures: Sequence[Structure], atomic_types: list[int]
+    infos: List[TargetInfo],
+    structures: Sequence[Structure],
+    atomic_types: list[int],
+    fixed: Dict[str, torch.Tensor] | None = None,
 ) -> Dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(composition, scale) of every target with at least one label."""
+    """(composition, scale) of every target with at least one label; targets in
+    ``fixed`` keep the composition given there (one row per atomic type)."""
     fits = {
         info.name: (_CartesianFit if info.rank > 0 else _Fit)(info, atomic_types)
         for info in infos
     }
+    for name, composition in (fixed or {}).items():
+        fits[name].composition = composition.clone()
     for chunk in _chunks(structures):
         for fit in fits.values():
             fit.first_pass(chunk)
@@ -113,7 +142,7 @@ class _Fit:
         self.rhs = torch.zeros(n_types, k, dtype=torch.float64)
         self.force_squares, self.force_count = 0.0, 0
         self.residual = _Moments((1, k))
-        self.composition: torch.Tensor | None = None
+        self.composition: torch.Tensor | None = None  # solved, or given
 
     def _labelled(self, chunk: List[Structure]) -> List[Structure]:
         return [s for s in chunk if self.name in s.targets]

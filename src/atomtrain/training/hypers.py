@@ -97,5 +97,12 @@ class TrainingHypers(TypedDict):
     loss_schedule: dict[int, dict] = {}
     """Changes of the loss section from a given epoch on, e.g.
     ``{40: {energy: {weight: 10}}}`` raises the energy weight from epoch 40."""
+    isolated_atoms: dict[str, str] = {}
+    """Energies of isolated atoms as the composition baseline of an energy
+    target, e.g. ``{energy: isolated_atoms.xyz}``: a file with one single-atom
+    structure per element, read with the key and unit of the target in the
+    training set (paths are relative to the directory atomtrain runs in). The
+    per-element energies replace the least-squares fit; the scale is still
+    fitted on the residuals."""
     loss: dict = {}
     """Filled from the top-level ``loss`` section of the options."""

@@ -202,6 +202,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.epochs_without_improvement = 0
         self.observers = Observers()  # progress bars, loggers, plots
         self.lora_state: Dict[str, torch.Tensor] | None = None  # restored on restart
+        # per-element values that replace a target's composition fit, set by
+        # the caller from ``isolated_atoms``: {target: {atomic number: values}}
+        self.fixed_compositions: Dict[str, Dict[int, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ train
     def train(
@@ -288,7 +291,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         # fitted after the cast: float64 runs keep float64 baselines (isolated-
         # atom energies exactly), not values rounded to float32
         if self.state is None and world.is_main:
-            fit_baselines(model, train, model.dataset_info)
+            fit_baselines(model, train, model.dataset_info, self.fixed_compositions)
         self._freeze_for_finetuning(model)
         world.broadcast_module(model)  # rank 0's baselines and initial weights
         scales = {
