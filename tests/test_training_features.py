@@ -116,7 +116,7 @@ def test_training_with_atom_bounded_batches_restarts_exactly(run):
 
 
 def test_loss_schedule_raises_a_weight_late(run):
-    from atomtrain.training.loop import loss_at_epoch
+    from atomtrain.training.loss_schedule import loss_at_epoch
 
     hypers = {
         "loss": {"energy": {"weight": 1.0, "forces": {"weight": 1.0}}},

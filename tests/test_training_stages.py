@@ -1,5 +1,7 @@
-"""Isolated-atom baselines of the shared loop."""
+"""Time budget, stage two and isolated-atom baselines of the shared loop."""
 
+import csv
+import math
 import os
 import shutil
 
@@ -10,6 +12,7 @@ import yaml
 from kill_harness import prepare
 
 from atomtrain.cli import main
+from atomtrain.training.schedule import LearningRate
 
 
 ISOLATED = os.path.join(
@@ -35,6 +38,176 @@ def run(tmp_path, monkeypatch):
         return torch.load(os.path.join(output, "model.ckpt"), weights_only=True)
 
     return train
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """Every optimiser step takes exactly one second of training time."""
+    from atomtrain.training import budget, loop
+
+    now = [0.0]
+    original = loop.StandardTrainer._step
+
+    def step(self, steps, batch):
+        now[0] += 1.0
+        original(self, steps, batch)
+
+    monkeypatch.setattr(loop.StandardTrainer, "_step", step)
+    monkeypatch.setattr(budget.Clock, "elapsed", lambda self: self.before + now[0])
+    return now
+
+
+def _rows(folder):
+    with open(os.path.join(folder, "train.csv")) as file:
+        return list(csv.DictReader(file))
+
+
+def _equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------- schedule
+def _schedule(**hypers):
+    defaults = {
+        "learning_rate": 1.0,
+        "scheduler": "cosine",
+        "min_lr_factor": 0.01,
+        "plateau_patience": 10,
+        "plateau_factor": 0.5,
+        "warmup_epochs": 0.0,
+        "num_epochs": 100,
+    }
+    return LearningRate({**defaults, **hypers}, steps_per_epoch=10)
+
+
+def test_cosine_follows_the_larger_of_step_and_time_fractions():
+    untimed, timed = _schedule(), _schedule(max_time=10.0)
+    for schedule in (untimed, timed):
+        schedule.step(elapsed=5.0)  # 1 step of 1000, half of the time budget
+    assert untimed.progress() == 1 / 1000
+    assert timed.progress() == 0.5
+    assert timed.value() == pytest.approx(0.01 + 0.99 * 0.5)
+    timed.step(elapsed=10.0)
+    assert timed.value() == pytest.approx(0.01)  # the decay ends with the budget
+    # the decay spans the time left after warmup: no jump when warmup ends
+    warm = _schedule(max_time=10.0, warmup_epochs=0.2)  # 2 steps
+    warm.step(elapsed=2.0)
+    warm.step(elapsed=4.0)
+    assert warm.warmup_elapsed == 4.0 and warm.value() == pytest.approx(1.0)
+    warm.step(elapsed=7.0)
+    assert warm.value() == pytest.approx(0.01 + 0.99 * 0.5)
+    restored = _schedule(max_time=10.0, warmup_epochs=0.2)
+    restored.load_state_dict(warm.state_dict())
+    assert restored.value() == warm.value()
+
+
+def test_stage_two_caps_the_learning_rate():
+    stage_two = {"start": 0.5, "learning_rate_factor": 0.1, "loss": {}}
+    schedule = _schedule(scheduler="constant", stage_two=stage_two)
+    for _ in range(499):
+        schedule.step()
+    assert not schedule.in_stage_two() and schedule.value() == 1.0
+    schedule.step()
+    assert schedule.in_stage_two() and schedule.value() == pytest.approx(0.1)
+    cosine = _schedule(stage_two=stage_two, max_time=10.0)
+    cosine.step(elapsed=9.0)  # by time: cosine below the cap already
+    assert cosine.in_stage_two()
+    assert cosine.value() == pytest.approx(
+        0.01 + 0.99 * 0.5 * (1 + math.cos(0.9 * math.pi))
+    )
+
+
+# ------------------------------------------------------------------ max_time
+def test_time_budget_stops_training_and_exports(run, caplog):
+    checkpoint = run("num_epochs=100000", "max_time=2")
+    assert os.path.exists("model.ckpt") and os.path.exists("model.pt")
+    assert os.path.exists("run/model.pt")
+    assert "training stopped at the time budget" in caplog.text
+    assert "training finished" in caplog.text
+    assert 1 <= checkpoint["epoch"] < 100000
+    assert checkpoint["elapsed_time"] >= 2.0
+    rows = _rows("run")
+    assert rows[-1]["epoch"] == str(checkpoint["epoch"])  # the last epoch is logged
+    # the cosine decay ended with the budget, not at a high learning rate
+    assert float(rows[-1]["learning_rate"]) == pytest.approx(1e-3 * 0.01, rel=1e-4)
+
+
+def test_time_budget_checked_after_every_step_and_summed_over_restarts(
+    run, fake_clock, caplog
+):
+    # 5 steps per epoch, one second each: 7.5 s are spent during step 8
+    first = run("num_epochs=100", "max_time=7.5", output="first")
+    assert first["epoch"] == 2 and first["schedule_state"]["step_count"] == 8
+    assert first["elapsed_time"] == 8.0
+    assert [r["epoch"] for r in _rows("first")] == ["1", "2"]  # partial epoch 2 too
+    # a restart continues the clock: 7 more seconds reach a budget of 15
+    fake_clock[0] = 0.0
+    second = run(
+        "num_epochs=100", "max_time=15", output="second", restart="first/model.ckpt"
+    )
+    assert second["schedule_state"]["step_count"] == 15
+    assert second["elapsed_time"] == 15.0
+    # a restart of a spent budget trains no further
+    fake_clock[0] = 0.0
+    third = run(
+        "num_epochs=100", "max_time=15", output="third", restart="second/model.ckpt"
+    )
+    assert third["schedule_state"]["step_count"] == 15
+    assert caplog.text.count("training stopped at the time budget") == 3
+
+
+def test_stage_two_starts_at_a_fraction_of_the_time_budget(run, fake_clock):
+    checkpoint = run(
+        "num_epochs=100",
+        "max_time=10",
+        "stage_two={start: 0.35, loss: {energy: {weight: 10}}}",
+    )
+    assert checkpoint["stage_two"]
+    rows = _rows("run")  # 3.5 s are reached after step 4, in epoch 1
+    assert float(rows[0]["learning_rate"]) <= 1e-4
+
+
+# ----------------------------------------------------------------- stage two
+STAGE_TWO = (
+    "scheduler=constant",
+    "warmup_epochs=0",
+    "stage_two={start: 0.5, learning_rate_factor: 0.1, loss: {energy: {weight: 10}}}",
+)
+
+
+def test_stage_two_changes_rate_and_loss_halfway(run, caplog):
+    run("scheduler=constant", "warmup_epochs=0", output="plain")
+    staged = run(*STAGE_TWO, "checkpoint_interval=1", output="staged")
+    plain_rows, staged_rows = _rows("plain"), _rows("staged")
+    # the column holds the rate after each epoch's last step, i.e. the rate the
+    # next step uses: stage two starts with the first step of epoch 3
+    rates = [float(r["learning_rate"]) for r in staged_rows]
+    assert rates == pytest.approx([1e-3, 1e-4, 1e-4, 1e-4])
+    assert "stage two from step 10" in caplog.text
+    losses = [
+        [float(r["train loss"]) for r in rows] for rows in (plain_rows, staged_rows)
+    ]
+    assert losses[1][:2] == losses[0][:2]  # the same run until stage two
+    assert losses[1][2] > losses[0][2]  # then energies weigh ten times more
+    # the best model is chosen among the stage-two epochs only
+    val = [float(r["val loss"]) for r in staged_rows]
+    assert staged["best_loss"] == pytest.approx(min(val[2:]), rel=1e-5)
+    # a restart before or during stage two continues it exactly
+    for epoch in (2, 3):
+        resumed = run(
+            *STAGE_TWO, output=f"from{epoch}", restart=f"staged/model_{epoch}.ckpt"
+        )
+        assert resumed["stage_two"]
+        assert _equal(resumed["model_state_dict"], staged["model_state_dict"])
+
+
+def test_stage_two_loss_names_a_known_target(run, capsys):
+    args = ["train", "options.yaml"]
+    args += [
+        "-oarchitecture.training.stage_two={start: 0.5, loss: {enrgy: {weight: 2}}}"
+    ]
+    assert main(args) == 1
+    assert "stage_two.loss names enrgy" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------ isolated atoms
@@ -138,3 +311,18 @@ def test_isolated_atoms_of_a_target_that_is_no_energy(tmp_path, monkeypatch, cap
         capsys, "architecture.training.isolated_atoms={forces: isolated.xyz}"
     )
     assert "'forces' is not a target of the training set" in message
+
+
+def test_stage_two_loss_in_short_form():
+    from atomtrain.training.loss_schedule import loss_in_force
+
+    hypers = {
+        "loss": {"energy": {"weight": 1.0, "forces": {"weight": 1.0}}},
+        "loss_schedule": {2: {"energy": "huber"}},
+        "stage_two": {"start": 0.5, "loss": {"energy": 10}},
+    }
+    assert loss_in_force(hypers, 0, False) == hypers["loss"]
+    staged = loss_in_force(hypers, 1, True)
+    assert staged == {
+        "energy": {"weight": 10.0, "type": "huber", "forces": {"weight": 1.0}}
+    }

@@ -39,11 +39,35 @@ class FinetuneHypers(TypedDict):
     """Rank and scale of the LoRA updates (``method: lora`` only)."""
 
 
+class StageTwoHypers(TypedDict):
+    """A last stage of training with a lower learning rate and other loss weights
+    (MACE's stage two, or SWA)."""
+
+    start: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    """Fraction of training progress at which stage two starts: the larger of the
+    fraction of ``num_epochs`` done and, with ``max_time``, of the time budget
+    used (``null`` turns stage two off). The best model is chosen among the
+    stage-two epochs only, since their loss is not comparable with the earlier
+    ones."""
+    learning_rate_factor: Fraction = 0.1
+    """During stage two the learning rate is the schedule's value capped at this
+    times ``learning_rate`` (a cosine schedule keeps decaying below the cap)."""
+    loss: dict = {}
+    """Merged over the loss section (after ``loss_schedule``) during stage two,
+    e.g. ``{energy: {weight: 10}}`` to weigh energies more at the end."""
+
+
 class TrainingHypers(TypedDict):
     """Options of the shared training loop."""
 
     num_epochs: NonNegativeInt = 100
     """Number of passes over the training set."""
+    max_time: NonNegativeFloat = 0.0
+    """Wall-time budget of the training loop in seconds, summed over restarts (0:
+    none). When it is spent, training ends the current epoch and stops as if
+    ``num_epochs`` were reached; the learning-rate schedule follows the larger of
+    the fraction of ``num_epochs`` done and the fraction of the budget used, so
+    a cosine decay ends with the budget."""
     batch_size: PositiveInt = 8
     """Number of structures per batch, per process: N processes of torchrun or
     srun train on batches of ``N * batch_size`` structures per step."""
@@ -97,6 +121,12 @@ class TrainingHypers(TypedDict):
     loss_schedule: dict[int, dict] = {}
     """Changes of the loss section from a given epoch on, e.g.
     ``{40: {energy: {weight: 10}}}`` raises the energy weight from epoch 40."""
+    stage_two: StageTwoHypers = {
+        "start": None,
+        "learning_rate_factor": 0.1,
+        "loss": {},
+    }
+    """A final stage with a capped learning rate and changed loss weights."""
     isolated_atoms: dict[str, str] = {}
     """Energies of isolated atoms as the composition baseline of an energy
     target, e.g. ``{energy: isolated_atoms.xyz}``: a file with one single-atom

@@ -28,12 +28,14 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
 from atomtrain.training import distributed, lora
 from atomtrain.training.baseline_fit import fit_baselines
+from atomtrain.training.budget import Clock
 from atomtrain.training.checkpoints import atomic_save
 from atomtrain.training.distributed import StepResult, World
 from atomtrain.training.ema import WeightAverage
 from atomtrain.training.evaluate import predict, references
 from atomtrain.training.hypers import TrainingHypers
 from atomtrain.training.logs import CsvLog, epoch_line, logger
+from atomtrain.training.loss_schedule import loss_in_force
 from atomtrain.training.losses import normalised_errors, total_loss
 from atomtrain.training.metrics import Metrics
 from atomtrain.training.observers import Observers
@@ -78,25 +80,6 @@ def _batches(
         current.append(index)
         atoms += sizes[index]
     return batches + ([current] if current else [])
-
-
-def loss_at_epoch(hypers: dict, epoch: int) -> dict:
-    """The loss section in force at ``epoch`` (0-based): the base section with
-    every ``loss_schedule`` entry whose epoch has been reached merged over it."""
-    from atomtrain.architectures.hypers import deep_merge
-
-    loss = hypers.get("loss", {})
-    for start, change in sorted(hypers.get("loss_schedule", {}).items()):
-        if epoch + 1 >= int(start):
-            unknown = set(change) - set(loss)
-            if unknown:
-                raise UserError(
-                    f"architecture.training.loss_schedule.{start} names "
-                    f"{', '.join(sorted(unknown))}, which is not a target of the "
-                    f"loss (targets: {', '.join(sorted(loss))})."
-                )
-            loss = deep_merge(loss, change)
-    return loss
 
 
 @dataclass
@@ -179,10 +162,11 @@ def _add_sums(into: Dict[tuple, list], sums: Dict[tuple, list]) -> None:
 
 
 class StandardTrainer(TrainerInterface[TrainingHypers]):
-    """AdamW, warmup + cosine/plateau schedule, gradient clipping, per-target
-    weighted losses, metrics in physical units, best-model selection on the
-    validation loss, checkpoints every ``checkpoint_interval`` epochs and a
-    resumable ``restart.ckpt`` after every epoch and on stop signals."""
+    """AdamW, warmup + cosine/plateau schedule over epochs or a time budget,
+    an optional stage two, gradient clipping, per-target weighted losses,
+    metrics in physical units, best-model selection on the validation loss,
+    checkpoints every ``checkpoint_interval`` epochs and a resumable
+    ``restart.ckpt`` after every epoch and on stop signals."""
 
     __checkpoint_version__ = 1
 
@@ -202,6 +186,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.epochs_without_improvement = 0
         self.observers = Observers()  # progress bars, loggers, plots
         self.lora_state: Dict[str, torch.Tensor] | None = None  # restored on restart
+        self.elapsed_before = 0.0  # seconds of training before this run
+        self.clock: Clock | None = None
+        self.stage_two = False  # whether stage two has started
         # per-element values that replace a target's composition fit, set by
         # the caller from ``isolated_atoms``: {target: {atomic number: values}}
         self.fixed_compositions: Dict[str, Dict[int, torch.Tensor]] = {}
@@ -221,6 +208,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         this with the same data; ``batch_size`` is per process."""
         hypers = self.hypers
         world = distributed.current()
+        self.clock = Clock(hypers.get("max_time", 0.0), self.elapsed_before)
         if not world.is_main:
             self.observers = Observers()  # progress is shown by rank 0 only
         train = concatenate(train_datasets)
@@ -233,8 +221,12 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         stop_signals = list(hypers.get("stop_signals", []))
         with StopRequests(stop_signals) as stop, contextlib.closing(self.observers):
             for epoch in range(self.epoch, hypers["num_epochs"]):
+                elapsed = self.clock.agreed(world)
+                if self.clock.spent(elapsed):
+                    self._log_time_stop(elapsed)  # a restart of a spent budget
+                    break
                 model.train()
-                steps.loss_options = loss_at_epoch(hypers, epoch)
+                steps.loss_options = loss_in_force(hypers, epoch, self.stage_two)
                 batches = world.shard(
                     _batches(
                         sizes,
@@ -247,14 +239,19 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     epoch + 1, len(batches), self.progress.step
                 )
                 remaining = batches[self.progress.step :]
+                out_of_time = False
                 with contextlib.closing(
                     loading.batches(train, remaining, steps.requests)
                 ) as structures:
                     for batch in structures:
+                        self._enter_stage_two(steps, epoch)
                         self._step(steps, batch)
+                        out_of_time = self.clock.spent(self.schedule.elapsed)
+                        if out_of_time:
+                            break  # the epoch ends here, as the last one
                         if world.any(stop.received is not None):
                             self._stopped(model, restart_path, stop, epoch, world)
-                self._end_epoch(steps, val, csv_log, started)
+                self._end_epoch(steps, val, csv_log, started, last=out_of_time)
                 self.save_checkpoint(model, restart_path)
                 if self.epoch % hypers["checkpoint_interval"] == 0:
                     self.save_checkpoint(
@@ -262,6 +259,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     )
                 if world.any(stop.received is not None):
                     self._stopped(model, restart_path, stop, self.epoch, world)
+                if out_of_time:
+                    self._log_time_stop(self.schedule.elapsed)
+                    break
                 if self.should_stop_early():
                     logger.info(
                         f"early stopping after epoch {self.epoch}: "
@@ -269,6 +269,28 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                         f"{self.epochs_without_improvement} epochs"
                     )
                     break
+
+    def _log_time_stop(self, elapsed: float) -> None:
+        logger.info(
+            f"training stopped at the time budget: {elapsed:.1f} s "
+            f"used of max_time = {self.clock.max_time:g} s, after {self.epoch} "
+            f"epochs (the last one possibly partial)"
+        )
+
+    def _enter_stage_two(self, steps: Batchwise, epoch: int) -> None:
+        """Switch to the stage-two loss once progress reaches its start, and
+        choose the best model among stage-two epochs only (their loss differs)."""
+        if self.stage_two or not self.schedule.in_stage_two():
+            return
+        self.stage_two = True
+        steps.loss_options = loss_in_force(self.hypers, epoch, True)
+        self.best_loss = math.inf
+        self.epochs_without_improvement = 0
+        logger.info(
+            f"stage two from step {self.schedule.step_count} (progress "
+            f"{self.schedule.progress():.3f}): learning rate at most "
+            f"{self.schedule.peak * self.schedule.stage_two_factor:.3e}"
+        )
 
     def _stopped(self, model, path: str, stop: StopRequests, epoch: int, world):
         """Every process stops at the same step; rank 0 writes the checkpoint."""
@@ -322,6 +344,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     k: v.to(device=device, dtype=self.ema.average[k].dtype)
                     for k, v in self.ema_state.items()
                 }
+        if self.schedule.stage_two_start is not None:
+            loss_in_force(hypers, 0, True)  # names no unknown target: fail now
         loss = hypers.get("loss", {})
         return Batchwise(model, requests, dtype, device, scales, loss, world)
 
@@ -386,7 +410,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             self.progress.count += result.count
         else:
             self._skip_nonfinite(batch)
-        self.schedule.step()
+        self.schedule.step(self.clock.agreed(steps.world))
         self.progress.step += 1
         self.observers.step_done(result.value)
 
@@ -408,7 +432,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             f"({self.nonfinite_steps}/{limit}); structures: {sources}"
         )
 
-    def _end_epoch(self, steps: Batchwise, val, csv_log: CsvLog, started) -> None:
+    def _end_epoch(
+        self, steps: Batchwise, val, csv_log: CsvLog, started, last: bool = False
+    ) -> None:
         model, hypers = steps.model, self.hypers
         targets = model.dataset_info.targets
         self.epoch += 1
@@ -439,6 +465,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         if (
             self.epoch % hypers["log_interval"] == 0
             or self.epoch == hypers["num_epochs"]
+            or last
         ):
             train_report = {"loss": train_loss, **train_metrics.report()}
             val_report = {"loss": val_loss, **val_metrics.report()} if val else {}
@@ -511,6 +538,10 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "nonfinite_steps": self.nonfinite_steps,
             "ema_state_dict": self.ema.average if self.ema is not None else None,
             "epochs_without_improvement": self.epochs_without_improvement,
+            "elapsed_time": (
+                self.clock.elapsed() if self.clock is not None else self.elapsed_before
+            ),
+            "stage_two": self.stage_two,
         }
         if any(isinstance(m, lora.LoraLinear) for m in model.modules()):
             self._merge_lora(checkpoint)
@@ -548,6 +579,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             trainer.epochs_without_improvement = checkpoint.get(
                 "epochs_without_improvement", 0
             )
+            trainer.elapsed_before = checkpoint.get("elapsed_time", 0.0)
+            trainer.stage_two = checkpoint.get("stage_two", False)
             if checkpoint.get("epoch_progress"):
                 trainer.progress = EpochProgress.from_dict(checkpoint["epoch_progress"])
             if checkpoint["optimizer_state_dict"] is not None:

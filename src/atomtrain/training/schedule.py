@@ -1,4 +1,10 @@
-"""Learning rate: linear warmup, then cosine or plateau decay; restorable state."""
+"""Learning rate: linear warmup, then cosine or plateau decay; restorable state.
+
+Progress through training is the fraction of ``num_epochs`` done or, with a
+time budget (``max_time``), the fraction of the budget used when that is
+larger: a run cut short by its budget still ends its decay (and starts its
+stage two) in time, while warmup stays counted in steps.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,8 @@ import math
 
 
 class LearningRate:
-    """Learning rate as a function of the optimiser step and validation history."""
+    """Learning rate as a function of the optimiser step, the wall time used and
+    the validation history."""
 
     def __init__(self, hypers: dict, steps_per_epoch: int):
         self.peak = hypers["learning_rate"]
@@ -16,18 +23,46 @@ class LearningRate:
         self.factor = hypers["plateau_factor"]
         self.warmup_steps = int(round(hypers["warmup_epochs"] * steps_per_epoch))
         self.total_steps = max(1, hypers["num_epochs"] * steps_per_epoch)
+        self.max_time = float(hypers.get("max_time", 0.0))
+        stage_two = hypers.get("stage_two") or {}
+        self.stage_two_start = stage_two.get("start")
+        self.stage_two_factor = stage_two.get("learning_rate_factor", 0.1)
         self.step_count = 0
+        self.elapsed = 0.0  # seconds of training used, set by the loop
+        self.warmup_elapsed = 0.0  # seconds used when warmup ended
         self.plateau_multiplier = 1.0
         self.best = math.inf
         self.bad_epochs = 0
 
+    def progress(self) -> float:
+        """Fraction of training done (1 at the end)."""
+        fraction = self.step_count / self.total_steps
+        if self.max_time > 0:
+            fraction = max(fraction, self.elapsed / self.max_time)
+        return fraction
+
+    def in_stage_two(self) -> bool:
+        return self.stage_two_start is not None and (
+            self.progress() >= self.stage_two_start
+        )
+
     def value(self) -> float:
+        rate = self._scheduled()
+        if self.in_stage_two():
+            rate = min(rate, self.peak * self.stage_two_factor)
+        return rate
+
+    def _scheduled(self) -> float:
         step = self.step_count
         if step < self.warmup_steps:
             return self.peak * (0.01 + 0.99 * step / self.warmup_steps)
         if self.kind == "cosine":
             span = max(1, self.total_steps - self.warmup_steps)
             progress = min(1.0, (step - self.warmup_steps) / span)
+            if self.max_time > 0:  # the decay spans the budget left after warmup
+                left = max(1e-9, self.max_time - self.warmup_elapsed)
+                used = (self.elapsed - self.warmup_elapsed) / left
+                progress = max(progress, min(1.0, used))
             cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
             return self.peak * (self.min_factor + (1.0 - self.min_factor) * cosine)
         return self.peak * self.plateau_multiplier
@@ -36,8 +71,12 @@ class LearningRate:
         for group in optimizer.param_groups:
             group["lr"] = self.value()
 
-    def step(self) -> None:
+    def step(self, elapsed: float = 0.0) -> None:
+        """Count a step; ``elapsed`` is the training time used after it."""
         self.step_count += 1
+        self.elapsed = elapsed
+        if self.step_count == self.warmup_steps:
+            self.warmup_elapsed = elapsed
 
     def end_epoch(self, validation_loss: float) -> None:
         if self.kind != "plateau" or self.step_count < self.warmup_steps:
@@ -56,6 +95,8 @@ class LearningRate:
             "plateau_multiplier": self.plateau_multiplier,
             "best": self.best,
             "bad_epochs": self.bad_epochs,
+            "elapsed": self.elapsed,
+            "warmup_elapsed": self.warmup_elapsed,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -63,3 +104,5 @@ class LearningRate:
         self.plateau_multiplier = float(state["plateau_multiplier"])
         self.best = float(state["best"])
         self.bad_epochs = int(state["bad_epochs"])
+        self.elapsed = float(state.get("elapsed", 0.0))  # older checkpoints
+        self.warmup_elapsed = float(state.get("warmup_elapsed", 0.0))
