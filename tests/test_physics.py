@@ -38,6 +38,7 @@ SMALL = {
         "bpnn": {"num_neurons_per_layer": 32},
     },
     "gnn": {"width": 16, "num_vectors": 4, "num_heads": 2, "head_width": 16},
+    "ace_mp": {"channels": 8, "l_max": 3, "radial_hidden": 8, "num_radial": 4},
 }
 
 
@@ -56,6 +57,10 @@ def model(request):
         if name == "soap_bpnn":  # species channels that are not one-hot
             mixing = model.soap.species_mixing
             mixing.add_(0.2 * torch.randn_like(mixing))
+        if name == "ace_mp":  # element weights of the products that differ
+            for key, value in model.named_parameters():
+                if ".products." in key:
+                    value.add_(0.3 * torch.randn_like(value))
         baseline = model.heads["energy"].baseline  # a non-trivial baseline/scale
         baseline.composition.normal_()
         baseline.scale.fill_(1.7)

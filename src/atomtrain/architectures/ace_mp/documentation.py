@@ -1,0 +1,68 @@
+"""
+ACE-MP
+======
+
+The accuracy flagship: many-body equivariant message passing in the spirit of
+MACE (atomic cluster expansion on a graph). In each layer an atom builds the
+density of its neighbours in a basis of learnable radial functions times real
+spherical harmonics up to ``l_max``, takes products of that density with itself
+up to ``correlation`` (body order ``correlation + 1`` per layer), and passes
+the result, as scalar and higher-``l`` features, to the next layer. Energies
+are sums of atomic read-outs of every layer's scalars; forces and stresses come
+from automatic differentiation.
+
+Products couple harmonics with Gaunt coefficients (only ``l1 + l2 + l``
+even), so every feature keeps its natural parity: scalars are invariant under
+rotations and reflections by construction. Radial functions vanish smoothly
+with two derivatives at the cutoff.
+
+Sizes: ``small`` (32 channels, ``l_max`` 2, hidden ``l`` 1), ``medium`` (the
+defaults: 64 channels, ``l_max`` 3) and ``large`` (128 channels); see the
+benchmarks page for what each costs and reaches. For benchmark accuracy train
+in float64 (``base_precision: 64``) with a large force weight and a final
+stage with more weight on energies.
+
+Ideas from MACE (Batatia et al., NeurIPS 2022), ACE (Drautz 2019) and the
+Gaunt tensor product (Luo et al., ICLR 2024), in an implementation of our own.
+"""
+
+from pydantic import Field
+from typing_extensions import Annotated, TypedDict
+
+from atomtrain.training.hypers import PositiveFloat, PositiveInt, TrainingHypers
+
+
+class ModelHypers(TypedDict):
+    """Hypers of the ACE-MP model."""
+
+    cutoff: PositiveFloat = 5.0
+    """Cutoff radius of the neighbour graph, in Å."""
+    num_radial: PositiveInt = 8
+    """Number of Bessel functions the radial networks start from."""
+    radial_hidden: PositiveInt = 64
+    """Width of the two hidden layers of each radial network."""
+    channels: PositiveInt = 64
+    """Number of channels of every feature (each with all its ``l``)."""
+    l_max: Annotated[int, Field(ge=0, le=4)] = 3
+    """Largest ``l`` of the spherical harmonics and of the neighbour density."""
+    hidden_l_max: Annotated[int, Field(ge=0, le=3)] = 1
+    """Largest ``l`` of the features passed from one layer to the next."""
+    correlation: Annotated[int, Field(ge=1, le=4)] = 3
+    """Largest power of the neighbour density in the products (body order of a
+    layer minus one)."""
+    num_layers: PositiveInt = 2
+    """Number of message-passing layers (receptive field ``num_layers * cutoff``)."""
+    readout_hidden: PositiveInt = 16
+    """Hidden width of the last layer's read-out network."""
+
+
+class TrainerHypers(TrainingHypers):
+    """Hypers of the shared training loop, with ACE-MP's defaults."""
+
+    learning_rate: PositiveFloat = 5e-3
+    """Peak learning rate of the AdamW optimizer (reached after warmup)."""
+    batch_size: PositiveInt = 5
+    """Number of structures per batch, per process."""
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.99
+    """Decay of the exponential moving average of the weights used for
+    validation and export."""

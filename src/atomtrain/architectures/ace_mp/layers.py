@@ -1,0 +1,246 @@
+"""Building blocks of ACE-MP: an atomic-cluster-expansion layer on a graph.
+
+Features of an atom are ``(N, C, K)`` tensors: ``C`` channels, each with the
+``K = (l_max + 1)^2`` components of real spherical harmonics up to ``l_max``
+(ordered ``(l, m)``). A layer builds the neighbour density of each atom in that
+basis (the ACE ``A`` features), raises it to higher body order by products of
+the density with itself (``correlation``), and maps the result back to the
+atom's features. Products use Gaunt coefficients, so every feature keeps its
+natural parity and every scalar is invariant under rotations and reflections.
+"""
+
+import torch
+
+from atomtrain.nn.gaunt import degree_of_components, gaunt_tensor
+
+
+def couple(gaunt: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``z[n, c, k] = sum_ab G[k, a, b] x[n, c, a] y[n, c, b]``, channel by
+    channel: ``y`` is contracted with ``G`` by one matrix product, then with
+    ``x`` (an explicit outer product of ``x`` and ``y`` is several times
+    slower on CPUs)."""
+    n, c, k_a = x.shape
+    k_b = y.shape[2]
+    k_out = gaunt.shape[0]
+    by_b = gaunt.permute(2, 0, 1).reshape(k_b, k_out * k_a)
+    partial = (y.reshape(n * c, k_b) @ by_b).reshape(n * c, k_out, k_a)
+    return (partial * x.reshape(n * c, 1, k_a)).sum(2).reshape(n, c, k_out)
+
+
+class EquivariantLinear(torch.nn.Module):
+    """Channel mixing with one weight matrix per ``l`` (components of the same
+    ``l`` share it, which keeps the map equivariant); no bias."""
+
+    def __init__(self, channels_in: int, channels_out: int, l_max: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(
+            torch.randn(l_max + 1, channels_in, channels_out) / channels_in**0.5
+        )
+        self.register_buffer("degree", degree_of_components(l_max), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight[self.degree[: x.shape[2]]]  # (K, C_in, C_out)
+        return torch.einsum("nck,kcd->ndk", x, weight)
+
+
+class ElementWeights(torch.nn.Module):
+    """A weight per element, channel and ``l``, broadcast over components."""
+
+    def __init__(self, n_types: int, channels: int, l_max: int, init: float = 1.0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(
+            torch.full((n_types, channels, l_max + 1), init)
+        )
+        self.register_buffer("degree", degree_of_components(l_max), persistent=False)
+
+    def forward(self, type_index: torch.Tensor, n_components: int) -> torch.Tensor:
+        return self.weight[type_index][:, :, self.degree[:n_components]]
+
+
+class RadialNetwork(torch.nn.Module):
+    """Learnable radial functions: an MLP of a Bessel basis, times the smooth
+    envelope so that every function vanishes (with two derivatives) at the
+    cutoff."""
+
+    def __init__(self, n_basis: int, hidden: int, n_outputs: int):
+        super().__init__()
+        self.network = torch.nn.Sequential(
+            torch.nn.Linear(n_basis, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, n_outputs),
+        )
+
+    def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
+        return self.network(basis) * envelope.unsqueeze(1)
+
+
+class ElementDensity(torch.nn.Module):
+    """The first layer's ``A`` features, where a neighbour is only its element:
+    ``A_i = sum_j R_{z_j}(r_ij) Y(r_ij)`` with radial functions that are
+    learnt combinations of the basis per neighbour element, ``l`` and channel.
+    The sum over neighbours runs on the small ``(basis x harmonics)`` product
+    of each pair, sorted by the neighbour's element; channels are made
+    afterwards, per atom: pairs never carry ``channels x harmonics`` tensors."""
+
+    def __init__(self, channels: int, l_max: int, n_basis: int, n_types: int):
+        super().__init__()
+        self.n_types, self.n_basis, self.channels = n_types, n_basis, channels
+        inputs = n_types * n_basis
+        self.weight = torch.nn.Parameter(
+            torch.randn(l_max + 1, inputs, channels) / inputs**0.5
+        )
+        self.register_buffer("degree", degree_of_components(l_max), persistent=False)
+
+    def forward(
+        self,
+        neighbor_types: torch.Tensor,
+        harmonics: torch.Tensor,
+        basis: torch.Tensor,
+        envelope: torch.Tensor,
+        centers: torch.Tensor,
+        n_atoms: int,
+        normalization: torch.Tensor,
+    ) -> torch.Tensor:
+        n_components = harmonics.shape[1]
+        pair = (basis * envelope.unsqueeze(1)).unsqueeze(2) * harmonics.unsqueeze(1)
+        rows = centers * self.n_types + neighbor_types
+        sums = torch.zeros(
+            (n_atoms * self.n_types, self.n_basis, n_components),
+            dtype=basis.dtype,
+            device=basis.device,
+        )
+        sums = sums.index_add(0, rows, pair).reshape(n_atoms, -1, n_components)
+        weight = self.weight[self.degree]  # (K, Z * n, C)
+        density = torch.bmm(sums.permute(2, 0, 1), weight).permute(1, 2, 0)
+        return density * normalization.reshape(-1, 1, 1)
+
+
+class Density(torch.nn.Module):
+    """The ACE ``A`` features: ``A_i = sum_j R(r_ij) [x_j (x) Y(r_ij)]``, where
+    the neighbour's features ``x_j`` (up to ``l_in``) are coupled to the bond's
+    harmonics (up to ``l_max``) with a learnt radial weight per channel and per
+    pair of input and output ``l``."""
+
+    def __init__(self, channels: int, l_in: int, l_max: int, n_basis: int, hidden: int):
+        super().__init__()
+        self.channels, self.l_in, self.l_max = channels, l_in, l_max
+        self.linear = EquivariantLinear(channels, channels, l_in)
+        self.radial = RadialNetwork(
+            n_basis, hidden, (l_in + 1) * (l_max + 1) * channels
+        )
+        self.register_buffer(
+            "gaunt", gaunt_tensor(l_in, l_max, l_max), persistent=False
+        )
+        self.register_buffer("degree", degree_of_components(l_max), persistent=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        harmonics: torch.Tensor,
+        basis: torch.Tensor,
+        envelope: torch.Tensor,
+        centers: torch.Tensor,
+        neighbors: torch.Tensor,
+        normalization: torch.Tensor,
+    ) -> torch.Tensor:
+        n_edges = harmonics.shape[0]
+        k_out = (self.l_max + 1) * (self.l_max + 1)
+        neighbor = self.linear(x)[neighbors]  # (E, C, K_in)
+        coupling = torch.einsum("kab,eb->eka", self.gaunt.to(x.dtype), harmonics)
+        radial = self.radial(basis, envelope).reshape(
+            n_edges, self.l_in + 1, self.l_max + 1, self.channels
+        )
+        message = torch.zeros(
+            (n_edges, self.channels, k_out), dtype=x.dtype, device=x.device
+        )
+        for l_in in range(self.l_in + 1):
+            start, stop = l_in * l_in, (l_in + 1) * (l_in + 1)
+            coupled = torch.einsum(
+                "eca,eka->eck", neighbor[:, :, start:stop], coupling[:, :, start:stop]
+            )
+            weights = radial[:, l_in][:, self.degree].transpose(1, 2)  # (E, C, K)
+            message = message + coupled * weights
+        density = torch.zeros(
+            (x.shape[0], self.channels, k_out), dtype=x.dtype, device=x.device
+        )
+        density = density.index_add(0, centers, message)
+        return density * normalization.reshape(-1, 1, 1)
+
+
+class Products(torch.nn.Module):
+    """Higher body order: ``P_1 = A``, ``P_nu = (w_nu * P_{nu-1}) (x) A``, and the
+    output ``sum_nu u_nu * P_nu`` up to ``l_out``, with weights ``w`` and ``u``
+    per element, channel and ``l`` (as MACE's element-dependent contraction)."""
+
+    def __init__(
+        self, channels: int, l_max: int, l_out: int, correlation: int, n_types: int
+    ):
+        super().__init__()
+        self.l_max, self.l_out, self.correlation = l_max, l_out, correlation
+        self.register_buffer(
+            "gaunt", gaunt_tensor(l_max, l_max, l_max), persistent=False
+        )
+        self.first = ElementWeights(n_types, channels, l_out)
+        self.inner = torch.nn.ModuleList(
+            [ElementWeights(n_types, channels, l_max) for _ in range(correlation - 1)]
+        )
+        self.outer = torch.nn.ModuleList(
+            [
+                ElementWeights(n_types, channels, l_out, 1.0 / (nu + 2))
+                for nu in range(correlation - 1)
+            ]
+        )
+
+    def forward(self, density: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
+        k_out = (self.l_out + 1) * (self.l_out + 1)
+        k_max = (self.l_max + 1) * (self.l_max + 1)
+        gaunt = self.gaunt.to(density.dtype)
+        product = density
+        result = self.first(type_index, k_out) * density[:, :, :k_out]
+        last = len(self.inner)
+        for nu, (inner, outer) in enumerate(zip(self.inner, self.outer)):
+            # the highest power is only needed up to l_out
+            coupling = gaunt[:k_out] if nu == last - 1 else gaunt
+            product = couple(coupling, inner(type_index, k_max) * product, density)
+            result = result + outer(type_index, k_out) * product[:, :, :k_out]
+        return result
+
+
+class Update(torch.nn.Module):
+    """From the ``A`` features to an atom's new features: channel mixing, the
+    products, a linear map back, plus a linear map of the old features (the
+    residual connection) for the ``l`` both have."""
+
+    def __init__(
+        self,
+        channels: int,
+        l_in: int,
+        l_max: int,
+        l_out: int,
+        correlation: int,
+        n_types: int,
+    ):
+        super().__init__()
+        self.l_in, self.l_out = l_in, l_out
+        self.mix = EquivariantLinear(channels, channels, l_max)
+        self.products = Products(channels, l_max, l_out, correlation, n_types)
+        self.output = EquivariantLinear(channels, channels, l_out)
+        self.residual = EquivariantLinear(channels, channels, min(l_in, l_out))
+
+    def forward(
+        self, density: torch.Tensor, x: torch.Tensor, type_index: torch.Tensor
+    ) -> torch.Tensor:
+        new = self.output(self.products(self.mix(density), type_index))
+        keep = min(self.l_in, self.l_out) + 1
+        k_keep = keep * keep
+        kept = self.residual(x[:, :, :k_keep])
+        if k_keep == new.shape[2]:
+            return new + kept
+        padding = torch.zeros(
+            (new.shape[0], new.shape[1], new.shape[2] - k_keep),
+            dtype=new.dtype,
+            device=new.device,
+        )
+        return new + torch.cat([kept, padding], dim=2)

@@ -1,0 +1,219 @@
+"""Element embedding -> ACE layers -> per-layer scalar read-outs summed."""
+
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorMap
+from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, System
+
+from atomtrain.abc import ModelInterface
+from atomtrain.architectures.ace_mp.documentation import ModelHypers
+from atomtrain.architectures.ace_mp.layers import Density, ElementDensity, Update
+from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
+from atomtrain.errors import UserError
+from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.outputs import declared_outputs, output_map
+from atomtrain.nn.radial import BesselBasis, polynomial_envelope
+from atomtrain.nn.spherical import SphericalHarmonics
+
+
+class Readout(torch.nn.Module):
+    """One target from the scalars of every layer: linear for the inner layers,
+    a small network for the last (as in MACE), summed, then scaled and shifted
+    by the target's composition baseline."""
+
+    def __init__(
+        self, target: TargetInfo, n_types: int, channels: int, layers: int, hidden: int
+    ):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.property_name = "energy" if target.is_energy else display_name(target.name)
+        n = target.num_subtargets
+        self.inner = torch.nn.ModuleList(
+            [torch.nn.Linear(channels, n, bias=False) for _ in range(layers - 1)]
+        )
+        self.last = torch.nn.Sequential(
+            torch.nn.Linear(channels, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, n),
+        )
+        self.baseline = TargetBaseline(target.name, n_types, n)
+
+    def forward(self, scalars: List[torch.Tensor], type_index: torch.Tensor):
+        total = self.last(scalars[-1])
+        for k, linear in enumerate(self.inner):
+            total = total + linear(scalars[k])
+        return self.baseline(total, type_index)
+
+
+class AceMp(ModelInterface[ModelHypers]):
+    __checkpoint_version__ = 1
+    __supported_devices__ = ["cuda", "cpu"]
+    __supported_dtypes__ = [torch.float64, torch.float32]
+    __default_metadata__ = ModelMetadata(
+        references={
+            "architecture": [
+                "https://arxiv.org/abs/2206.07697",  # MACE
+                "https://doi.org/10.1103/PhysRevB.99.014104",  # ACE
+                "https://arxiv.org/abs/2401.10216",  # Gaunt tensor product
+            ],
+        }
+    )
+
+    def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo):
+        super().__init__(hypers, dataset_info)
+        for target in dataset_info.targets.values():
+            if target.rank > 0:
+                raise UserError(
+                    f"ACE-MP predicts scalar targets only; target '{target.name}' "
+                    f"is a rank-{target.rank} Cartesian tensor. Use the 'gnn' "
+                    "architecture for it."
+                )
+            if target.num_subtargets < 1:
+                raise UserError(f"target '{target.name}' has no components.")
+        n_types = len(dataset_info.atomic_types)
+        channels, n_layers = hypers["channels"], hypers["num_layers"]
+        l_max, hidden_l = hypers["l_max"], min(hypers["hidden_l_max"], hypers["l_max"])
+        self.cutoff = float(hypers["cutoff"])
+        self.radial_count = hypers["num_radial"]
+        self.type_index = TypeIndex(dataset_info.atomic_types)
+        self.embedding = torch.nn.Embedding(n_types, channels)
+        self.radial = BesselBasis(self.cutoff, hypers["num_radial"])
+        self.harmonics = SphericalHarmonics(l_max)
+        n_basis, correlation = hypers["num_radial"], hypers["correlation"]
+        self.first_density = ElementDensity(channels, l_max, n_basis, n_types)
+        self.densities = torch.nn.ModuleList(
+            [
+                Density(channels, hidden_l, l_max, n_basis, hypers["radial_hidden"])
+                for _ in range(n_layers - 1)
+            ]
+        )
+        self.updates = torch.nn.ModuleList(
+            [
+                Update(
+                    channels,
+                    0 if t == 0 else hidden_l,
+                    l_max,
+                    hidden_l if t < n_layers - 1 else 0,
+                    correlation,
+                    n_types,
+                )
+                for t in range(n_layers)
+            ]
+        )
+        self.heads = torch.nn.ModuleDict(
+            {
+                name: Readout(
+                    target, n_types, channels, n_layers, hypers["readout_hidden"]
+                )
+                for name, target in dataset_info.targets.items()
+            }
+        )
+        self.neighbor_options = NeighborListOptions(
+            cutoff=self.cutoff, full_list=True, strict=False
+        )
+        self.outputs = declared_outputs(dataset_info, "ACE-MP")
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self.neighbor_options]
+
+    def supported_outputs(self) -> Dict[str, ModelOutput]:
+        return self.outputs
+
+    def scalar_features(
+        self, types: torch.Tensor, centers, neighbors, vectors
+    ) -> List[torch.Tensor]:
+        """The invariant features ``(N, C)`` after each layer."""
+        distances = torch.linalg.vector_norm(vectors, dim=1)
+        envelope = polynomial_envelope(distances, self.cutoff)
+        basis = self.radial(distances)
+        harmonics = self.harmonics(vectors)
+        count = torch.zeros(types.shape[0], dtype=vectors.dtype, device=vectors.device)
+        # 1 / sqrt(1 + smooth neighbour count): densities stay O(1) in dense
+        # and sparse systems alike, and vary smoothly as atoms cross the cutoff
+        normalization = (1.0 + count.index_add(0, centers, envelope)).rsqrt()
+        x = self.embedding(types).unsqueeze(2)
+        density = self.first_density(
+            types[neighbors],
+            harmonics,
+            basis,
+            envelope,
+            centers,
+            types.shape[0],
+            normalization,
+        )
+        scalars: List[torch.Tensor] = []
+        for t, update in enumerate(self.updates):
+            if t > 0:
+                for k, layer in enumerate(self.densities):
+                    if k == t - 1:
+                        density = layer(
+                            x,
+                            harmonics,
+                            basis,
+                            envelope,
+                            centers,
+                            neighbors,
+                            normalization,
+                        )
+            x = update(density, x, types)
+            scalars.append(x[:, :, 0])
+        return scalars
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        flat = flatten_systems(systems, self.neighbor_options)
+        type_index = self.type_index(flat.types)
+        scalars = self.scalar_features(
+            type_index, flat.centers, flat.neighbors, flat.vectors
+        )
+        mask = selected_mask(flat, selected_atoms)
+        results: Dict[str, TensorMap] = {}
+        for name, head in self.heads.items():
+            if name in outputs:
+                results[name] = output_map(
+                    head(scalars, type_index),
+                    flat,
+                    head.property_name,
+                    outputs[name].sample_kind == "atom",
+                    mask,
+                )
+        return results
+
+    def restart(self, dataset_info: DatasetInfo) -> "AceMp":
+        """Continue on data with new elements or targets: every known weight is
+        kept (per-element rows moved to the elements' new positions), new
+        elements and new heads start from fresh weights."""
+        merged = self.dataset_info.union(dataset_info)
+        if merged.to_dict() == self.dataset_info.to_dict():
+            return self
+        new = AceMp(self.hypers, merged).to(next(self.parameters()))
+        position = [
+            merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
+        ]
+        n_types = len(self.dataset_info.atomic_types)
+        new_state = new.state_dict()
+        with torch.no_grad():
+            for key, value in self.state_dict().items():
+                if key not in new_state:
+                    continue
+                if key == "first_density.weight":  # (l, element x basis, C)
+                    shape = (value.shape[0], -1, self.radial_count, value.shape[2])
+                    new_state[key].view(shape)[:, position] = value.view(shape)
+                    continue
+                per_element = (
+                    key == "embedding.weight"
+                    or key.endswith("baseline.composition")
+                    or ".products." in key
+                )
+                if per_element and value.shape[0] == n_types:
+                    new_state[key][position] = value
+                else:
+                    new_state[key].copy_(value)
+        new.load_state_dict(new_state)
+        return new
