@@ -9,6 +9,7 @@ can be rendered without importing the model code.
 from __future__ import annotations
 
 import copy
+import sys
 import typing
 from typing import Any
 
@@ -87,7 +88,7 @@ def resolve_hypers(cls, user: dict | None, where: str, arch: str) -> dict:
             f"option '{where}' of architecture '{arch}' must be a section, got "
             f"{user!r}."
         )
-    defaults = defaults_of(cls)
+    defaults = with_preset(cls, defaults_of(cls), user, where, arch)
     merged = deep_merge(defaults, user)
     if is_typed(cls):
         _forbid_extra(cls)
@@ -97,6 +98,24 @@ def resolve_hypers(cls, user: dict | None, where: str, arch: str) -> dict:
         return _plain(validated)
     _check_plain_keys(defaults, user, where, arch)
     return merged
+
+
+def with_preset(cls, defaults: dict, user: dict, where: str, arch: str) -> dict:
+    """Defaults with the user's named preset merged over them.
+
+    An architecture offers presets with a ``preset`` hyper and a ``PRESETS``
+    dict (name -> hypers) beside the hypers class in ``documentation.py``; the
+    user's own keys still win over the preset's."""
+    presets = getattr(sys.modules.get(cls.__module__), "PRESETS", None)
+    name = user.get("preset", defaults.get("preset"))
+    if not isinstance(presets, dict) or name is None or "preset" not in defaults:
+        return defaults
+    if name not in presets:
+        raise UserError(
+            f"'{where}.preset' of architecture '{arch}' is {name!r}; valid "
+            f"presets: {', '.join(repr(p) for p in presets)}."
+        )
+    return deep_merge(defaults, presets[name])
 
 
 def _plain(value: Any) -> Any:

@@ -16,15 +16,20 @@ even), so every feature keeps its natural parity: scalars are invariant under
 rotations and reflections by construction. Radial functions vanish smoothly
 with two derivatives at the cutoff.
 
-Sizes: ``small`` (32 channels, ``l_max`` 2, hidden ``l`` 1), ``medium`` (the
-defaults: 64 channels, ``l_max`` 3) and ``large`` (128 channels); see the
-benchmarks page for what each costs and reaches. For benchmark accuracy train
-in float64 (``base_precision: 64``) with a large force weight and a final
-stage with more weight on energies.
+Three presets trade speed for accuracy (``preset: small | medium | large``;
+keys set beside the preset override it): ``small`` (16 channels, harmonics to
+``l = 2``), ``medium`` (the default: 32 channels, ``l = 3``) and ``large`` (64
+channels, ``l = 3``). The benchmarks page gives what each costs (training
+structures/s and inference ms/atom on water) and reaches (rMD17 ethanol,
+acetylacetone). For benchmark accuracy train in float64 (``base_precision:
+64``) with a large force weight and a final stage with more weight on
+energies (``bench/accuracy/`` holds the options used there).
 
 Ideas from MACE (Batatia et al., NeurIPS 2022), ACE (Drautz 2019) and the
 Gaunt tensor product (Luo et al., ICLR 2024), in an implementation of our own.
 """
+
+from typing import Literal
 
 from pydantic import Field
 from typing_extensions import Annotated, TypedDict
@@ -32,8 +37,20 @@ from typing_extensions import Annotated, TypedDict
 from atomtrain.training.hypers import PositiveFloat, PositiveInt, TrainingHypers
 
 
+PRESETS = {
+    "small": {"channels": 16, "l_max": 2, "radial_hidden": 32},
+    "medium": {"channels": 32, "l_max": 3, "radial_hidden": 64},
+    "large": {"channels": 64, "l_max": 3, "radial_hidden": 64},
+}
+
+
 class ModelHypers(TypedDict):
     """Hypers of the ACE-MP model."""
+
+    preset: Literal["small", "medium", "large"] = "medium"
+    """Named sizes (see the description above): the preset's channels,
+    ``l_max`` and ``radial_hidden`` replace the defaults below, and any of
+    these keys given beside the preset replaces the preset's value."""
 
     cutoff: PositiveFloat = 5.0
     """Cutoff radius of the neighbour graph, in Å."""
@@ -41,7 +58,7 @@ class ModelHypers(TypedDict):
     """Number of Bessel functions the radial networks start from."""
     radial_hidden: PositiveInt = 64
     """Width of the two hidden layers of each radial network."""
-    channels: PositiveInt = 64
+    channels: PositiveInt = 32
     """Number of channels of every feature (each with all its ``l``)."""
     l_max: Annotated[int, Field(ge=0, le=4)] = 3
     """Largest ``l`` of the spherical harmonics and of the neighbour density."""
