@@ -3,7 +3,7 @@ published figures and (optionally) MACE's own trainer, for a wall-time budget.
 
     python bench/accuracy.py --benchmark rmd17-ethanol|acac --budget SECONDS
         --test PATH [--test PATH ...] [--with-mace] [--json OUT]
-        [--workdir DIR] [--threads N]
+        [--workdir DIR] [--threads N] [--mace-only]
 
 1. Copies the training data, ``<repo>/../shared/data/rmd17-ethanol/{train.xyz,
    isolated_atoms.xyz}`` or ``<repo>/../shared/data/acac/{train_300K.xyz,
@@ -55,7 +55,9 @@ published figures and (optionally) MACE's own trainer, for a wall-time budget.
    epoch's validation line, the span ``max_time`` bounds in atomtrain) is
    reported beside the budget, so an overrun shows. The calibration's wall time
    is reported separately. MACE's final model is scored on the same test files
-   with ``mace.calculators.MACECalculator`` in float64.
+   with ``mace.calculators.MACECalculator`` in float64. ``--mace-only`` skips
+   atomtrain's training (its split is still computed the same way): to run the
+   two codes side by side, one per core, in two commands.
 5. Draws validation force MAE (meV/Å, log scale) against training time
    (minutes) for both codes into ``<workdir>/accuracy_curves.png``: atomtrain
    from ``train.csv`` (``time_s``, ``val forces MAE (meV/Å)``), MACE from its
@@ -526,7 +528,8 @@ def print_table(results: dict) -> None:
             f"{calibration['wall_s']:.0f} s) -> --max_num_epochs "
             f"{codes['mace']['max_num_epochs']}"
         )
-    print(f"atomtrain model: {results['model']} ({results['model_dtype']})")
+    if results["model"] is not None:
+        print(f"atomtrain model: {results['model']} ({results['model_dtype']})")
 
 
 def plot(results: dict, path: str) -> str | None:
@@ -576,10 +579,17 @@ def parse_args() -> argparse.Namespace:
         "--test", required=True, action="append", help="extended XYZ test file"
     )
     parser.add_argument("--with-mace", action="store_true")
+    parser.add_argument(
+        "--mace-only",
+        action="store_true",
+        help="train and score only MACE (on atomtrain's split), e.g. beside an "
+        "atomtrain run of the same budget on the other core",
+    )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--workdir", help="default: a new folder under /tmp")
     parser.add_argument("--threads", type=int, default=1, help="default: 1")
     args = parser.parse_args()
+    args.with_mace = args.with_mace or args.mace_only
     if args.budget <= 0:
         parser.error("--budget must be positive")
     args.test = [os.path.abspath(path) for path in args.test]
@@ -621,11 +631,14 @@ def main() -> None:
         atomtrain_validation_frames(folder, args.budget) if args.with_mace else None
     )
 
-    atomtrain = atomtrain_summary(train_atomtrain(folder, args.budget, env))
-    model = os.path.join(folder, "model.pt")
-    atomtrain["model_file"] = model
-    calculator, dtype = metatomic_calculator(model)
-    atomtrain["tests"] = score_tests(calculator, args.test)
+    model, dtype, codes = None, None, {}
+    if not args.mace_only:
+        atomtrain = atomtrain_summary(train_atomtrain(folder, args.budget, env))
+        model = os.path.join(folder, "model.pt")
+        atomtrain["model_file"] = model
+        calculator, dtype = metatomic_calculator(model)
+        atomtrain["tests"] = score_tests(calculator, args.test)
+        codes["atomtrain"] = atomtrain
     results = {
         "benchmark": benchmark.name,
         "budget_s": args.budget,
@@ -635,12 +648,13 @@ def main() -> None:
         "tests": args.test,
         "published": {t: published_rows(benchmark, t) for t in args.test},
         "published_metric": benchmark.metric,
-        "codes": {"atomtrain": atomtrain},
+        "codes": codes,
     }
     if args.with_mace:
-        if atomtrain["n_val"] is not None and atomtrain["n_val"] != len(validation):
+        n_val = codes["atomtrain"]["n_val"] if "atomtrain" in codes else None
+        if n_val is not None and n_val != len(validation):
             sys.exit(
-                f"atomtrain validated on {atomtrain['n_val']} structures, the split "
+                f"atomtrain validated on {n_val} structures, the split "
                 f"written for MACE has {len(validation)}"
             )
         results["validation_frames"] = sorted(validation)
