@@ -1,6 +1,6 @@
 """Training throughput of every atomtrain architecture on the benchmark data sets.
 
-    python bench/train_throughput.py [--archs gnn soap_bpnn] [--datasets water
+    python bench/train_throughput.py [--archs gnn ace_mp:small] [--datasets water
         ethanol] [--epochs 3] [--batch-size 8] [--workdir DIR] [--output FILE]
 
 For each architecture (default: the in-tree stable ones, ``atomtrain arch list``)
@@ -74,11 +74,20 @@ def parameters(folder):
     return None
 
 
-def run_one(arch, dataset, frames, args, folder):
+def run_one(spec, dataset, frames, args, folder):
+    """Train ``spec`` (an architecture name, or ``name:preset`` for one of its
+    named presets) on ``dataset``."""
+    arch, _, preset = spec.partition(":")
     path, unit = DATASETS[dataset]["path"], DATASETS[dataset]["unit"]
     os.makedirs(folder, exist_ok=True)
     write_options(
-        folder, os.path.abspath(path), unit, args.epochs, args.batch_size, arch
+        folder,
+        os.path.abspath(path),
+        unit,
+        args.epochs,
+        args.batch_size,
+        arch,
+        model={"preset": preset} if preset else None,
     )
     print(f"bench: {arch} on {dataset} ({args.epochs} epochs) in {folder}", flush=True)
     load_before = loadavg()
@@ -91,7 +100,7 @@ def run_one(arch, dataset, frames, args, folder):
     energy_mae, _ = column(rows, "val energy MAE")
     forces_mae, _ = column(rows, "val forces MAE")
     return {
-        "arch": arch,
+        "arch": spec,
         "dataset": dataset,
         "data": os.path.abspath(path),
         "energy_unit": unit,
@@ -150,7 +159,10 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--archs", nargs="+", help="default: the in-tree stable architectures"
+        "--archs",
+        nargs="+",
+        help="default: the in-tree stable architectures; NAME:PRESET trains one of "
+        "an architecture's presets (e.g. ace_mp:small)",
     )
     parser.add_argument(
         "--datasets", nargs="+", choices=sorted(DATASETS), default=["water", "ethanol"]
@@ -183,7 +195,7 @@ def main():
                 sys.exit(f"data file not found: {path}")
             frames = ase.io.read(path, ":")
             for arch in archs:
-                folder = os.path.join(workdir, f"{dataset}-{arch}")
+                folder = os.path.join(workdir, f"{dataset}-{arch.replace(':', '-')}")
                 runs.append(run_one(arch, dataset, frames, args, folder))
     finally:
         if cleanup is not None:
