@@ -71,6 +71,11 @@ class ModelHypers(TypedDict):
     """Number of message-passing layers (receptive field ``num_layers * cutoff``)."""
     readout_hidden: PositiveInt = 16
     """Hidden width of the last layer's read-out network."""
+    zbl: bool = False
+    """Short-range repulsion: the ZBL pair energy, switched on below the sum of
+    covalent radii (fully from 0.6 of it), added after the composition baseline.
+    Keeps atoms apart in molecular dynamics at high temperature and where the
+    data has no structures that close."""
 
 
 class TrainerHypers(TrainingHypers):

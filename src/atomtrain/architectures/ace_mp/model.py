@@ -16,6 +16,7 @@ from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics
+from atomtrain.nn.zbl import add_repulsion, make_zbl, zbl_lists
 
 
 class Readout(torch.nn.Module):
@@ -113,10 +114,11 @@ class AceMp(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=self.cutoff, full_list=True, strict=False
         )
+        self.zbl = make_zbl(hypers["zbl"], dataset_info, [self.neighbor_options])
         self.outputs = declared_outputs(dataset_info, "ACE-MP")
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options]
+        return [self.neighbor_options] + zbl_lists(self.zbl)
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -173,11 +175,14 @@ class AceMp(ModelInterface[ModelHypers]):
             type_index, flat.centers, flat.neighbors, flat.vectors
         )
         mask = selected_mask(flat, selected_atoms)
+        repulsion = (
+            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
+        )
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
                 results[name] = output_map(
-                    head(scalars, type_index),
+                    add_repulsion(head(scalars, type_index), name, repulsion),
                     flat,
                     head.property_name,
                     outputs[name].sample_kind == "atom",

@@ -75,6 +75,11 @@ class ModelHypers(TypedDict):
     by about a third; it makes a step about half as long again (the default
     of 2 layers instead of 3 keeps an epoch as fast as before).
     ``pseudo_species: 0`` turns it off (checkpoints of version 1 have none)."""
+    zbl: bool = False
+    """Add a universal nuclear repulsion (ZBL screened Coulomb) to the energy of
+    every pair closer than its covalent distance, fading out smoothly from 0.6
+    of it. Turn it on for hot molecular dynamics, or when the training set
+    samples short distances sparsely: energies stay repulsive there."""
 
 
 class TrainerHypers(TrainingHypers):

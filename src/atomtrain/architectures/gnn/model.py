@@ -16,6 +16,7 @@ from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
+from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
 
 
 class ScalarHead(torch.nn.Module):
@@ -83,7 +84,7 @@ class CartesianHead(torch.nn.Module):
 
 
 class Gnn(ModelInterface[ModelHypers]):
-    __checkpoint_version__ = 2
+    __checkpoint_version__ = 3
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
@@ -162,6 +163,9 @@ class Gnn(ModelInterface[ModelHypers]):
                 torch.nn.LayerNorm(self.descriptor.n_features),
                 torch.nn.Linear(self.descriptor.n_features, width),
             )
+        self.zbl = None  # first None: it may reuse the lists requested so far
+        lists = self.requested_neighbor_lists()
+        self.zbl = make_zbl(hypers["zbl"], dataset_info, lists)
         self.outputs = declared_outputs(dataset_info, "the GNN")
 
     @staticmethod
@@ -175,13 +179,17 @@ class Gnn(ModelInterface[ModelHypers]):
         }
         return checkpoint
 
+    # version 3 added the zbl hyper
+    upgrade_from_v2 = staticmethod(upgrade_without_zbl)
+
     def is_head_parameter(self, name: str) -> bool:
         return name.startswith(("heads.", "cartesian_heads."))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        lists = [self.neighbor_options]
         if self.descriptor is not None:
-            return [self.neighbor_options, self.half_options]
-        return [self.neighbor_options]
+            lists.append(self.half_options)
+        return lists + zbl_lists(self.zbl)
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -229,11 +237,14 @@ class Gnn(ModelInterface[ModelHypers]):
         type_index = self.type_index(flat.types)
         h, v = self.features(systems, flat, type_index)
         mask = selected_mask(flat, selected_atoms)
+        repulsion = (
+            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
+        )
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
                 results[name] = output_map(
-                    head(h, type_index),
+                    add_repulsion(head(h, type_index), name, repulsion),
                     flat,
                     head.property_name,
                     outputs[name].sample_kind == "atom",

@@ -69,6 +69,11 @@ class ModelHypers(TypedDict):
         "layernorm": True,
     }
     """The per-element networks."""
+    zbl: bool = False
+    """Add the fixed ZBL nuclear repulsion to the energy of atoms closer than
+    the sum of their covalent radii (switched off smoothly from 0.6 of it), so
+    the networks only learn the rest. For molecular dynamics at high
+    temperature, or data with few structures where atoms come that close."""
 
 
 class TrainerHypers(TrainingHypers):

@@ -14,6 +14,7 @@ from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.soap import SoapPowerSpectrum
+from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
 
 
 class ElementNetworks(torch.nn.Module):
@@ -74,7 +75,7 @@ class TargetHead(torch.nn.Module):
 
 
 class SoapBpnn(ModelInterface[ModelHypers]):
-    __checkpoint_version__ = 1
+    __checkpoint_version__ = 2
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
@@ -126,10 +127,14 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=soap["cutoff"], full_list=False, strict=False
         )
+        self.zbl = make_zbl(hypers["zbl"], dataset_info, [self.neighbor_options])
         self.outputs = declared_outputs(dataset_info, "SOAP-BPNN")
 
+    # version 2 added the zbl hyper
+    upgrade_from_v1 = staticmethod(upgrade_without_zbl)
+
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options]
+        return [self.neighbor_options] + zbl_lists(self.zbl)
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -145,10 +150,13 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
         hidden = self.networks(self.norm(features), type_index)
         mask = selected_mask(flat, selected_atoms)
+        repulsion = (
+            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
+        )
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
-                atomic = head(hidden, type_index)
+                atomic = add_repulsion(head(hidden, type_index), name, repulsion)
                 results[name] = output_map(
                     atomic,
                     flat,

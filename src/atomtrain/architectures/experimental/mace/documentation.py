@@ -80,6 +80,11 @@ class ModelHypers(TypedDict):
     (1 until then), as ``mace_run_train`` does."""
     use_reduced_cg: bool = False
     """Use the reduced Clebsch-Gordan coefficients in the product basis."""
+    zbl: bool = False
+    """Atomtrain's ZBL repulsion added to MACE's energy for pairs nearer than
+    their summed covalent radii (smooth switch from 0.6 of that distance), the
+    role of ``mace_run_train --pair_repulsion``. Useful for molecular dynamics
+    at high temperature, or data that never samples atoms that close."""
 
 
 class TrainerHypers(TrainingHypers):

@@ -32,6 +32,7 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.outputs import declared_outputs, output_map
+from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
 
 
 def _import_mace():
@@ -135,7 +136,7 @@ def build_mace(hypers: ModelHypers, types: List[int], heads: List[str]):
 
 
 class Mace(ModelInterface[ModelHypers]):
-    __checkpoint_version__ = 1
+    __checkpoint_version__ = 2
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
@@ -176,10 +177,14 @@ class Mace(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=float(hypers["r_max"]), full_list=True, strict=False
         )
+        self.zbl = make_zbl(hypers["zbl"], dataset_info, [self.neighbor_options])
         self.outputs = declared_outputs(dataset_info, "MACE")
 
+    # version 2 added the zbl hyper
+    upgrade_from_v1 = staticmethod(upgrade_without_zbl)
+
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options]
+        return [self.neighbor_options] + zbl_lists(self.zbl)
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -257,10 +262,14 @@ class Mace(ModelInterface[ModelHypers]):
             type_index, flat.centers, flat.neighbors, flat.vectors
         )
         mask = selected_mask(flat, selected_atoms)
+        repulsion = (
+            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
+        )
         for name, baseline in self.baselines.items():
             if name in outputs:
                 column = self.columns[name]
                 atomic = baseline(energies[:, column : column + 1], type_index)
+                atomic = add_repulsion(atomic, name, repulsion)
                 results[name] = output_map(
                     atomic, flat, "energy", outputs[name].sample_kind == "atom", mask
                 )
@@ -301,7 +310,8 @@ class Mace(ModelInterface[ModelHypers]):
             compiled = jit.compile(copy.deepcopy(self).eval())
             atomistic = export_model(compiled, metadata)
         capabilities = atomistic.capabilities()
-        capabilities.interaction_range = float(
-            self.hypers["r_max"] * self.hypers["num_interactions"]
+        capabilities.interaction_range = max(
+            capabilities.interaction_range,
+            float(self.hypers["r_max"] * self.hypers["num_interactions"]),
         )
         return AtomisticModel(atomistic, atomistic.metadata(), capabilities)

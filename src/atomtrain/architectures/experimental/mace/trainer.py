@@ -14,7 +14,7 @@ from atomtrain.training.loop import StandardTrainer
 def average_neighbors(model, structures: Sequence[Structure]) -> float:
     """Mean number of neighbours within the model's cutoff per atom (what
     ``mace_run_train --compute_avg_num_neighbors`` computes)."""
-    (options,) = model.requested_neighbor_lists()
+    options = model.neighbor_options  # not the ZBL repulsion's own list
     # in-memory structures keep their lists (the loop reuses them); lazy ones
     # (a packed store) are streamed, one structure at a time
     compute_neighbors(structures, [options])
