@@ -6,17 +6,24 @@ and variances, sums of squared forces) instead of stacking the whole training
 set into matrices, so it runs in bounded memory over a packed store larger than
 memory. A second pass is made only for the residual spread of per-structure
 targets without forces.
+
+A model with a fixed physics term (ZBL repulsion, ``zbl: true``) adds it to its
+energies after the baseline: the fit sees the energies and forces with that
+term subtracted, i.e. the part the baseline and the network have to learn.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence
+import dataclasses
+from typing import Dict, Iterable, Iterator, List, Sequence
 
 import torch
 
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.data.structure import Structure
-from atomtrain.nn.baseline import TargetBaseline
+from atomtrain.data.systems import make_system
+from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.zbl import ZblRepulsion
 
 
 CHUNK = 4096  # structures per vectorised update
@@ -41,6 +48,9 @@ def fit_baselines(
         for name, values in (fixed or {}).items()
         if name in modules
     }
+    repulsions = [m for m in model.modules() if isinstance(m, ZblRepulsion)]
+    if repulsions:
+        structures = WithoutRepulsion(structures, repulsions[0], dataset_info)
     fits = fit_all(infos, structures, types, compositions)
     scales = {}
     for name, module in modules.items():
@@ -95,11 +105,67 @@ def fit_all(
     return {name: fit.result() for name, fit in fits.items() if fit.n_labelled}
 
 
-def _chunks(structures: Iterable[Structure]) -> Iterable[List[Structure]]:
+class WithoutRepulsion:
+    """``structures`` (iterated anew at each pass, copies made on the fly) with
+    the energies and forces of a model's ZBL repulsion subtracted from its
+    energy targets, computed in float64 on the CPU, a chunk at a time."""
+
+    CHUNK = 256
+
+    def __init__(
+        self,
+        structures: Sequence[Structure],
+        zbl: ZblRepulsion,
+        dataset_info: DatasetInfo,
+    ):
+        self.structures = structures
+        cpu = torch.device("cpu")
+        self.zbl = ZblRepulsion(dataset_info, [zbl.options]).to(cpu, torch.float64)
+        self.type_index = TypeIndex(dataset_info.atomic_types)
+        self.per_atom = {
+            name: dataset_info.targets[name].per_atom for name in self.zbl.targets
+        }
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def __iter__(self) -> Iterator[Structure]:
+        for chunk in _chunks(self.structures, self.CHUNK):
+            yield from self._subtract(chunk)
+
+    def _subtract(self, chunk: List[Structure]) -> Iterator[Structure]:
+        requests = [self.zbl.options]
+        cpu = torch.device("cpu")
+        built = [make_system(s, requests, torch.float64, cpu, True) for s in chunk]
+        systems = [system for system, _ in built]
+        positions = [leaf for _, leaf in built]
+        types = self.type_index(torch.cat([s.types for s in chunk]))
+        energies = self.zbl.atomic_energies(systems, types)
+        gradients = torch.autograd.grad(
+            energies.sum(), positions, allow_unused=True, materialize_grads=True
+        )
+        energies = energies.detach()
+        start = 0
+        for structure, gradient in zip(chunk, gradients):
+            atomic = energies[start : start + len(structure)]
+            start += len(structure)
+            targets, forces = dict(structure.targets), dict(structure.forces)
+            for name, per_atom in self.per_atom.items():
+                if name in targets:
+                    value = atomic if per_atom else atomic.sum(0, keepdim=True)
+                    targets[name] = targets[name] - value.to(targets[name])
+                if name in forces:  # the learnt forces: F + dE_zbl/dx
+                    forces[name] = forces[name] + gradient.to(forces[name])
+            yield dataclasses.replace(structure, targets=targets, forces=forces)
+
+
+def _chunks(
+    structures: Iterable[Structure], size: int = CHUNK
+) -> Iterable[List[Structure]]:
     chunk: List[Structure] = []
     for structure in structures:
         chunk.append(structure)
-        if len(chunk) == CHUNK:
+        if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
