@@ -20,7 +20,7 @@ energies to their energy targets after the composition baseline
 (``repulsion = ...; atomic = add_repulsion(atomic, name, repulsion)``).
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from metatomic.torch import ModelOutput, NeighborListOptions, System
@@ -148,10 +148,12 @@ class ZblRepulsion(torch.nn.Module):
 
 
 def make_zbl(
-    enabled: bool, dataset_info: DatasetInfo, model_lists: List[NeighborListOptions]
+    hypers: Mapping, dataset_info: DatasetInfo, model_lists: List[NeighborListOptions]
 ) -> Optional[ZblRepulsion]:
-    """The repulsion of a model with hyper ``zbl`` = ``enabled`` (else None)."""
-    return ZblRepulsion(dataset_info, model_lists) if enabled else None
+    """The repulsion of a model whose ``hypers`` say ``zbl: true`` (else None;
+    hypers without the key, as in ace_mp checkpoints written before it, have
+    none)."""
+    return ZblRepulsion(dataset_info, model_lists) if hypers.get("zbl") else None
 
 
 def zbl_lists(zbl: Optional[ZblRepulsion]) -> List[NeighborListOptions]:

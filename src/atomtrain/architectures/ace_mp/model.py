@@ -114,7 +114,7 @@ class AceMp(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=self.cutoff, full_list=True, strict=False
         )
-        self.zbl = make_zbl(hypers["zbl"], dataset_info, [self.neighbor_options])
+        self.zbl = make_zbl(hypers, dataset_info, [self.neighbor_options])
         self.outputs = declared_outputs(dataset_info, "ACE-MP")
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:

@@ -165,7 +165,7 @@ class Gnn(ModelInterface[ModelHypers]):
             )
         self.zbl = None  # first None: it may reuse the lists requested so far
         lists = self.requested_neighbor_lists()
-        self.zbl = make_zbl(hypers["zbl"], dataset_info, lists)
+        self.zbl = make_zbl(hypers, dataset_info, lists)
         self.outputs = declared_outputs(dataset_info, "the GNN")
 
     @staticmethod

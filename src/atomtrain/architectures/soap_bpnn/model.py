@@ -127,7 +127,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=soap["cutoff"], full_list=False, strict=False
         )
-        self.zbl = make_zbl(hypers["zbl"], dataset_info, [self.neighbor_options])
+        self.zbl = make_zbl(hypers, dataset_info, [self.neighbor_options])
         self.outputs = declared_outputs(dataset_info, "SOAP-BPNN")
 
     # version 2 added the zbl hyper

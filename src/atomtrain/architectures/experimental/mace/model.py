@@ -177,7 +177,7 @@ class Mace(ModelInterface[ModelHypers]):
         self.neighbor_options = NeighborListOptions(
             cutoff=float(hypers["r_max"]), full_list=True, strict=False
         )
-        self.zbl = make_zbl(hypers["zbl"], dataset_info, [self.neighbor_options])
+        self.zbl = make_zbl(hypers, dataset_info, [self.neighbor_options])
         self.outputs = declared_outputs(dataset_info, "MACE")
 
     # version 2 added the zbl hyper
