@@ -33,11 +33,12 @@ SMALL_MODEL = {
     },
     "bpnn": {"num_hidden_layers": 1, "num_neurons_per_layer": 8, "layernorm": True},
 }
+CURRENT = SoapBpnn.__checkpoint_version__  # of the checkpoints written here
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Folder with ethanol.xyz, options.yaml and a real v1 model.ckpt (1 epoch)."""
+    """Folder with ethanol.xyz, options.yaml and a real model.ckpt (1 epoch)."""
     folder = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
@@ -123,9 +124,10 @@ def test_checkpoint_without_training_can_be_exported(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------- upgrades
 class SoapBpnnV2(SoapBpnn):
-    """Version 2 renamed ``norm`` to ``descriptor_norm`` and added a buffer."""
+    """A next version (CURRENT + 1) that renamed ``norm`` to ``descriptor_norm``
+    and added a buffer; its ``upgrade_from_v{CURRENT}`` is ``upgrade``."""
 
-    __checkpoint_version__ = 2
+    __checkpoint_version__ = CURRENT + 1
     upgraded = 0
 
     def __init__(self, hypers, dataset_info):
@@ -142,7 +144,7 @@ class SoapBpnnV2(SoapBpnn):
         return self.descriptor_norm
 
     @staticmethod
-    def upgrade_from_v1(checkpoint):
+    def upgrade(checkpoint):
         SoapBpnnV2.upgraded += 1
         checkpoint = dict(checkpoint)
         for key in ("model_state_dict", "best_model_state_dict"):
@@ -154,17 +156,23 @@ class SoapBpnnV2(SoapBpnn):
             }
             state["energy_offset"] = torch.tensor([0.25])
             checkpoint[key] = state
-        checkpoint["upgrade_note"] = "from v1"
+        checkpoint["upgrade_note"] = f"from v{CURRENT}"
         return checkpoint
 
 
+setattr(SoapBpnnV2, f"upgrade_from_v{CURRENT}", SoapBpnnV2.upgrade)
+
+
 class SoapBpnnV2WithoutUpgrade(SoapBpnnV2):
-    upgrade_from_v1 = None
+    pass
 
 
-def test_v1_checkpoint_is_upgraded_to_v2(here):
+setattr(SoapBpnnV2WithoutUpgrade, f"upgrade_from_v{CURRENT}", None)
+
+
+def test_checkpoint_is_upgraded_to_the_next_version(here):
     checkpoint = read_checkpoint("model.ckpt")
-    assert checkpoint["model_ckpt_version"] == 1
+    assert checkpoint["model_ckpt_version"] == CURRENT
     assert "norm.weight" in checkpoint["model_state_dict"]
     v1 = SoapBpnn.load_checkpoint(read_checkpoint("model.ckpt"), "restart")
 
@@ -181,15 +189,16 @@ def test_v1_checkpoint_is_upgraded_to_v2(here):
     torch.testing.assert_close(predictions(v2), predictions(v1))
 
     upgraded = SoapBpnnV2.upgrade_checkpoint(read_checkpoint("model.ckpt"))
-    assert upgraded["model_ckpt_version"] == 2
-    assert upgraded["upgrade_note"] == "from v1"
-    # a checkpoint already at v2 is not upgraded again
+    assert upgraded["model_ckpt_version"] == CURRENT + 1
+    assert upgraded["upgrade_note"] == f"from v{CURRENT}"
+    # a checkpoint already at the next version is not upgraded again
     SoapBpnnV2.upgraded = 0
-    assert SoapBpnnV2.upgrade_checkpoint(upgraded)["model_ckpt_version"] == 2
+    upgraded = SoapBpnnV2.upgrade_checkpoint(upgraded)
+    assert upgraded["model_ckpt_version"] == CURRENT + 1
     assert SoapBpnnV2.upgraded == 0
 
 
-def test_v1_checkpoint_is_upgraded_by_the_cli_loader(here, monkeypatch):
+def test_checkpoint_is_upgraded_by_the_cli_loader(here, monkeypatch):
     import atomtrain.architectures.soap_bpnn as architecture
     from atomtrain.cli.export import load_model
 
@@ -208,7 +217,7 @@ def test_v1_checkpoint_is_upgraded_by_the_cli_loader(here, monkeypatch):
 
 
 def test_missing_upgrade_step_is_a_user_error(here):
-    with pytest.raises(UserError, match="upgrade_from_v1"):
+    with pytest.raises(UserError, match=f"upgrade_from_v{CURRENT}"):
         SoapBpnnV2WithoutUpgrade.load_checkpoint(
             read_checkpoint("model.ckpt"), "export"
         )
@@ -237,11 +246,13 @@ def test_newer_model_checkpoint_names_both_versions(here, capsys):
     torch.save(checkpoint, "newer.ckpt")
     with pytest.raises(UserError) as error:
         SoapBpnn.load_checkpoint(read_checkpoint("newer.ckpt"), "export")
-    assert "version 7" in str(error.value) and "version 1" in str(error.value)
+    assert "version 7" in str(error.value)
+    assert f"(version {CURRENT})" in str(error.value)
 
     assert main(["export", "newer.ckpt"]) == 1
     err = capsys.readouterr().err
-    assert "newer.ckpt" in err and "version 7" in err and "version 1" in err
+    assert "newer.ckpt" in err and "version 7" in err
+    assert f"(version {CURRENT})" in err
     assert "Traceback" not in err
 
 
