@@ -146,6 +146,9 @@ class AceMp(ModelInterface[ModelHypers]):
             normalization,
         )
         scalars: List[torch.Tensor] = []
+        # layer t > 0 builds its density from layer t - 1's features; TorchScript
+        # can neither index a ModuleList with a variable nor zip a sliced one,
+        # hence the search for the density module of layer t
         for t, update in enumerate(self.updates):
             if t > 0:
                 for k, layer in enumerate(self.densities):
