@@ -1,0 +1,257 @@
+"""LLPR uncertainty: exact Bayesian posterior, calibration, export, ensembles,
+invariance (gnn on the bundled ethanol data, float64)."""
+
+import copy
+import os
+
+import pytest
+import torch
+from metatomic.torch import ModelOutput
+
+from atomtrain.architectures.hypers import resolve_hypers
+from atomtrain.architectures.registry import import_architecture, import_documentation
+from atomtrain.export import save_exported
+from atomtrain.testing.fixtures import (
+    F64,
+    dataset_info,
+    fresh,
+    random_rotation,
+)
+from atomtrain.training.baseline_fit import fit_baselines
+from atomtrain.uncertainty import metrics
+from atomtrain.uncertainty.calibration import fit
+from atomtrain.uncertainty.export import calibrate_llpr, describe, export_uncertainty
+from atomtrain.uncertainty.llpr import (
+    Calibrated,
+    feature_covariance,
+    held_out,
+    summed_features,
+    wrap,
+)
+
+
+RESOURCES = os.path.join(os.path.dirname(__file__), "resources")
+HYPERS = {"width": 16, "num_vectors": 4, "head_width": 16, "num_heads": 2}
+SYSTEM = ModelOutput(sample_kind="system")
+ATOM = ModelOutput(sample_kind="atom")
+
+
+@pytest.fixture(scope="module")
+def ethanol():
+    """100 ethanol structures (energies in kcal/mol, read into eV)."""
+    from atomtrain.data.dataset import read_dataset
+    from atomtrain.options.expand import expand_dataset
+    from atomtrain.options.schema import DatasetSection
+    from atomtrain.options.validation import validate
+
+    path = os.path.join(RESOURCES, "ethanol_reduced_100.xyz")
+    targets = {"energy": {"key": "energy", "unit": "kcal/mol", "forces": False}}
+    section = expand_dataset({"systems": path, "targets": targets}, "ethanol")
+    section = validate(DatasetSection, section).model_dump()
+    return list(read_dataset(section, {})[0])
+
+
+@pytest.fixture(scope="module")
+def model(ethanol):
+    arch = import_architecture("gnn")
+    documentation = import_documentation("gnn")
+    hypers = resolve_hypers(documentation.ModelHypers, HYPERS, "model", "gnn")
+    info = dataset_info()
+    torch.manual_seed(3)
+    model = arch.__model__(copy.deepcopy(hypers), info).to(F64)
+    with torch.no_grad():
+        fit_baselines(model, ethanol, info)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def calibrated(model, ethanol):
+    wrapper, fitted = calibrate_llpr(
+        model, ethanol[:60], ethanol[60:80], F64, torch.device("cpu"), n_members=8
+    )
+    return wrapper, fitted
+
+
+def call(model, structures, outputs, grad=False):
+    from atomtrain.data.systems import compute_neighbors, make_system
+
+    requests = model.requested_neighbor_lists()
+    structures = [fresh(s) for s in structures]
+    compute_neighbors(structures, requests)
+    made = [
+        make_system(s, requests, F64, torch.device("cpu"), grad) for s in structures
+    ]
+    systems = [m[0] for m in made]
+    with torch.set_grad_enabled(grad):
+        return model(systems, outputs, None), [m[1] for m in made]
+
+
+def test_last_layer_features_reproduce_the_prediction(model, ethanol):
+    """features @ weights + per-element shift is the per-atom energy."""
+    structures = ethanol[:5]
+    atomic = call(model, structures, {"energy": ATOM})[0]["energy"].block().values
+    from atomtrain.data.systems import compute_neighbors, make_system
+
+    requests = model.requested_neighbor_lists()
+    fresh_structures = [fresh(s) for s in structures]
+    compute_neighbors(fresh_structures, requests)
+    systems = [make_system(s, requests, F64, "cpu")[0] for s in fresh_structures]
+    with torch.no_grad():
+        phi = model.last_layer_features(systems, "energy")
+    linear = phi @ model.last_layer_weights("energy")
+    shift = (atomic - linear).reshape(-1)
+    types = torch.cat([s.types for s in structures])
+    for t in types.unique():
+        values = shift[types == t]
+        assert torch.allclose(values, values[0].expand_as(values), atol=1e-10)
+
+
+def test_llpr_variance_is_the_bayesian_posterior_variance(model, ethanol):
+    """With alpha^2 = s_n^2 and varsigma = s_n^2/s_w^2, sigma^2 equals the
+    posterior variance of Bayesian linear regression on the training features,
+    written in its function-space (Gaussian-process) form."""
+    target = model.dataset_info.targets["energy"]
+    train, test = ethanol[:40], ethanol[90:95]
+    covariance = feature_covariance(model, train, target, F64, "cpu")
+    s_n, s_w = 0.03, 2.0
+    exact = Calibrated(
+        target, covariance, s_n**2 / s_w**2, torch.tensor([s_n], dtype=F64), 0.0, 0.0
+    )
+    wrapper = wrap(model, {"energy": exact}, n_members=2)
+    sigma = call(wrapper, test, {"energy_uncertainty": SYSTEM})[0]
+    sigma = sigma["energy_uncertainty"].block().values.reshape(-1)
+
+    X = torch.cat([summed_features(model, [s], target, F64, "cpu") for s in train])
+    x = torch.cat([summed_features(model, [s], target, F64, "cpu") for s in test])
+    gram = s_w**2 * X @ X.T + s_n**2 * torch.eye(X.shape[0], dtype=F64)
+    cross = s_w**2 * x @ X.T
+    variance = (
+        s_w**2 * (x * x).sum(1) - (cross @ torch.linalg.solve(gram, cross.T)).diagonal()
+    )
+    torch.testing.assert_close(sigma.square(), variance, rtol=1e-6, atol=0.0)
+
+
+def test_calibration_lowers_the_validation_nll(model, ethanol, calibrated):
+    wrapper, fitted = calibrated
+    result = fitted["energy"]
+    assert result.nll_after < result.nll_before
+    # the recorded NLL is the one of the exported sigmas on the same data
+    data = held_out(model, ethanol[60:80], result.target, F64, "cpu")
+    sigma = call(wrapper, ethanol[60:80], {"energy_uncertainty": SYSTEM})[0]
+    sigma = sigma["energy_uncertainty"].block().values
+    assert metrics.gaussian_nll(data.errors, sigma) == pytest.approx(result.nll_after)
+    refit = fit(result.covariance, data, result.target)
+    assert refit.regularizer == result.regularizer
+
+
+def test_ensemble_mean_is_the_prediction_and_members_differ(calibrated, ethanol):
+    wrapper, _ = calibrated
+    for kind in (SYSTEM, ATOM):
+        out = call(wrapper, ethanol[:4], {"energy": kind, "energy_ensemble": kind})[0]
+        members = out["energy_ensemble"].block().values
+        energy = out["energy"].block().values
+        assert members.shape == (energy.shape[0], 8)
+        torch.testing.assert_close(members.mean(dim=1, keepdim=True), energy)
+        assert float(members.std(dim=1).min()) > 0
+
+
+def test_ensemble_spread_matches_sigma(model, ethanol):
+    """With many members the ensemble's spread is the LLPR sigma."""
+    target = model.dataset_info.targets["energy"]
+    data = held_out(model, ethanol[60:80], target, F64, "cpu")
+    result = fit(
+        feature_covariance(model, ethanol[:60], target, F64, "cpu"), data, target
+    )
+    wrapper = wrap(model, {"energy": result}, n_members=4000)
+    out = call(
+        wrapper,
+        ethanol[90:93],
+        {"energy_ensemble": SYSTEM, "energy_uncertainty": SYSTEM},
+    )[0]
+    spread = out["energy_ensemble"].block().values.std(dim=1)
+    sigma = out["energy_uncertainty"].block().values.reshape(-1)
+    torch.testing.assert_close(spread, sigma, rtol=0.06, atol=0.0)
+
+
+def test_member_forces_average_to_the_forces(calibrated, ethanol):
+    wrapper, _ = calibrated
+    out, positions = call(
+        wrapper, ethanol[:1], {"energy": SYSTEM, "energy_ensemble": SYSTEM}, grad=True
+    )
+    members = out["energy_ensemble"].block().values
+    forces = -torch.autograd.grad(
+        out["energy"].block().values.sum(), positions, retain_graph=True
+    )[0]
+    member_forces = torch.stack(
+        [
+            -torch.autograd.grad(members[0, m], positions, retain_graph=True)[0]
+            for m in range(members.shape[1])
+        ]
+    )
+    torch.testing.assert_close(member_forces.mean(dim=0), forces)
+    assert float((member_forces - forces).abs().max()) > 0
+
+
+def test_uncertainty_is_invariant_to_rotation_and_atom_order(calibrated, ethanol):
+    wrapper, _ = calibrated
+    structure = ethanol[7]
+    rotation = random_rotation(5).to(F64)
+    order = torch.randperm(len(structure), generator=torch.Generator().manual_seed(1))
+    moved = fresh(structure, positions=structure.positions @ rotation.T)
+    permuted = fresh(structure, order=order)
+    outputs = {"energy_uncertainty": ATOM}
+    reference = (
+        call(wrapper, [structure], outputs)[0]["energy_uncertainty"].block().values
+    )
+    rotated = call(wrapper, [moved], outputs)[0]["energy_uncertainty"].block().values
+    shuffled = (
+        call(wrapper, [permuted], outputs)[0]["energy_uncertainty"].block().values
+    )
+    torch.testing.assert_close(rotated, reference)
+    torch.testing.assert_close(shuffled, reference[order])
+    assert float(reference.min()) > 0
+
+
+def test_exported_and_in_memory_uncertainties_agree(calibrated, ethanol, tmp_path):
+    from metatomic.torch import ModelEvaluationOptions, load_atomistic_model
+
+    from atomtrain.data.systems import compute_neighbors, make_system
+
+    wrapper, fitted = calibrated
+    path = str(tmp_path / "calibrated.pt")
+    save_exported(export_uncertainty(wrapper, description=describe(fitted, 8)), path)
+    loaded = load_atomistic_model(path)
+    assert "energy_uncertainty" in loaded.capabilities().outputs
+    assert "energy_ensemble" in loaded.capabilities().outputs
+    assert "atomtrain.uncertainty" in loaded.metadata().extra
+    structures = [fresh(s) for s in ethanol[80:83]]
+    requests = loaded.requested_neighbor_lists()
+    compute_neighbors(structures, requests)
+    for kind in ("system", "atom"):
+        outputs = {
+            name: ModelOutput(sample_kind=kind)
+            for name in ("energy", "energy_uncertainty", "energy_ensemble")
+        }
+        systems = [make_system(s, requests, F64, "cpu")[0] for s in structures]
+        options = ModelEvaluationOptions(length_unit="angstrom", outputs=outputs)
+        exported = loaded(systems, options, check_consistency=True)
+        in_memory = call(wrapper, ethanol[80:83], outputs)[0]
+        for name in outputs:
+            torch.testing.assert_close(
+                exported[name].block().values, in_memory[name].block().values
+            )
+
+
+def test_metrics_on_known_cases():
+    generator = torch.Generator().manual_seed(0)
+    sigmas = torch.rand(20000, generator=generator, dtype=F64) + 0.1
+    errors = torch.randn(20000, generator=generator, dtype=F64) * sigmas
+    assert metrics.rms_z(errors, sigmas) == pytest.approx(1.0, abs=0.02)
+    assert metrics.miscalibration_area(errors, sigmas) < 0.01
+    assert metrics.miscalibration_area(errors, sigmas / 3) > 0.2
+    assert metrics.spearman(errors, sigmas) > 0.3
+    assert metrics.spearman(errors, torch.rand(20000, generator=generator)) < 0.05
+    assert metrics.spearman([1.0, -2.0, 3.0], [0.1, 0.2, 0.3]) == pytest.approx(1.0)
+    assert metrics.spearman([1.0, -3.0, 2.0], [0.1, 0.3, 0.2]) == pytest.approx(1.0)
+    nll = metrics.gaussian_nll([0.0], [1.0])
+    assert nll == pytest.approx(0.5 * torch.log(torch.tensor(2 * torch.pi)).item())
