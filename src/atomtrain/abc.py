@@ -112,6 +112,25 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
         ``heads.``."""
         return name.startswith("heads.")
 
+    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
+        """Per-atom features ``(n_atoms, n_features)`` in which the per-atom
+        prediction of ``target`` is linear: ``features @ last_layer_weights(target)``
+        plus a term that does not depend on those weights (the composition
+        baseline, repulsion). Uncertainty (LLPR, last-layer ensembles) needs it;
+        architectures without it get no uncertainty outputs."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose last-layer features, so it "
+            "has no uncertainty (LLPR) outputs"
+        )
+
+    def last_layer_weights(self, target: str) -> torch.Tensor:
+        """The weights ``(n_features, n_properties)`` that map
+        ``last_layer_features`` to ``target``'s per-atom prediction, built from
+        the parameters (so they follow training and restarts)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose last-layer weights"
+        )
+
     # The methods below have standard implementations that most architectures
     # keep; override them when a model stores more than hypers and weights.
 

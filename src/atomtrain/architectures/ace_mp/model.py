@@ -17,6 +17,7 @@ from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics
 from atomtrain.nn.zbl import add_repulsion, make_zbl, zbl_lists
+from atomtrain.uncertainty.last_layer import linear_weights, with_bias_column
 
 
 class Readout(torch.nn.Module):
@@ -122,6 +123,35 @@ class AceMp(ModelInterface[ModelHypers]):
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
+
+    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
+        """What a read-out's linear maps see: the scalars of the inner layers,
+        the last network's hidden layer and a one (see atomtrain.uncertainty)."""
+        flat = flatten_systems(systems, self.neighbor_options)
+        type_index = self.type_index(flat.types)
+        scalars = self.scalar_features(
+            type_index, flat.centers, flat.neighbors, flat.vectors
+        )
+        for name, head in self.heads.items():
+            if name == target:
+                hidden = head.last[1](head.last[0](scalars[-1]))
+                inner: List[torch.Tensor] = []
+                for k in range(len(scalars) - 1):
+                    inner.append(scalars[k])
+                return torch.cat(inner + [with_bias_column(hidden)], dim=1)
+        raise ValueError("no last-layer features for target " + target)
+
+    def last_layer_weights(self, target: str) -> torch.Tensor:
+        for name, head in self.heads.items():
+            if name == target:
+                scale = head.baseline.scale
+                blocks: List[torch.Tensor] = []
+                for linear in head.inner:
+                    blocks.append(linear_weights(linear.weight, None, scale))
+                last = head.last[2]
+                blocks.append(linear_weights(last.weight, last.bias, scale))
+                return torch.cat(blocks, dim=0)
+        raise ValueError("no last-layer weights for target " + target)
 
     def scalar_features(
         self, types: torch.Tensor, centers, neighbors, vectors

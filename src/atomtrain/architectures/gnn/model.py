@@ -17,6 +17,7 @@ from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
 from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.uncertainty.last_layer import linear_weights, with_bias_column
 
 
 class ScalarHead(torch.nn.Module):
@@ -193,6 +194,25 @@ class Gnn(ModelInterface[ModelHypers]):
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
+
+    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
+        """The input of a scalar head's last linear layer and a column of ones
+        (uncertainty: see atomtrain.uncertainty)."""
+        flat = flatten_systems(systems, self.neighbor_options)
+        type_index = self.type_index(flat.types)
+        h, _ = self.features(systems, flat, type_index)
+        for name, head in self.heads.items():
+            if name == target:
+                network = head.network
+                return with_bias_column(network[2](network[1](network[0](h))))
+        raise ValueError("no last-layer features for target " + target)
+
+    def last_layer_weights(self, target: str) -> torch.Tensor:
+        for name, head in self.heads.items():
+            if name == target:
+                last = head.network[3]
+                return linear_weights(last.weight, last.bias, head.baseline.scale)
+        raise ValueError("no last-layer weights for target " + target)
 
     def geometry(self, flat: FlatSystems, n_atoms: int) -> EdgeGeometry:
         distances = torch.linalg.vector_norm(flat.vectors, dim=1)

@@ -15,6 +15,7 @@ from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.soap import SoapPowerSpectrum
 from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.uncertainty.last_layer import linear_weights, per_element_features
 
 
 class ElementNetworks(torch.nn.Module):
@@ -138,6 +139,29 @@ class SoapBpnn(ModelInterface[ModelHypers]):
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
+
+    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
+        """The hidden features and a one, in the block of each atom's element
+        (the heads are per-element linear layers; see atomtrain.uncertainty)."""
+        flat = flatten_systems(systems, self.neighbor_options, expand_half=False)
+        type_index = self.type_index(flat.types)
+        features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
+        hidden = self.networks(self.norm(features), type_index)
+        for name, head in self.heads.items():
+            if name == target:
+                n_types = head.baseline.composition.shape[0]
+                return per_element_features(hidden, type_index, n_types)
+        raise ValueError("no last-layer features for target " + target)
+
+    def last_layer_weights(self, target: str) -> torch.Tensor:
+        for name, head in self.heads.items():
+            if name == target:
+                blocks: List[torch.Tensor] = []
+                for linear in head.linears:
+                    scale = head.baseline.scale
+                    blocks.append(linear_weights(linear.weight, linear.bias, scale))
+                return torch.cat(blocks, dim=0)
+        raise ValueError("no last-layer weights for target " + target)
 
     def forward(
         self,
