@@ -43,6 +43,10 @@ def export_model(model, metadata: Optional[ModelMetadata] = None) -> AtomisticMo
     interaction_range = max(
         (float(o.cutoff) for o in model.requested_neighbor_lists()), default=0.0
     )
+    if getattr(model, "long_range", None) is not None:
+        # metatomic's convention for explicit long-range models: every atom
+        # sees every other, so domain decomposition must not cut anything
+        interaction_range = float("inf")
     capabilities = ModelCapabilities(
         outputs=model.supported_outputs(),
         atomic_types=list(model.dataset_info.atomic_types),

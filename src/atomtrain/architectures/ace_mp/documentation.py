@@ -34,6 +34,7 @@ from typing import Literal
 from pydantic import Field
 from typing_extensions import Annotated, TypedDict
 
+from atomtrain.nn.long_range import LongRangeHypers
 from atomtrain.training.hypers import PositiveFloat, PositiveInt, TrainingHypers
 
 
@@ -76,6 +77,19 @@ class ModelHypers(TypedDict):
     covalent radii (fully from 0.6 of it), added after the composition baseline.
     Keeps atoms apart in molecular dynamics at high temperature and where the
     data has no structures that close."""
+    long_range: LongRangeHypers = {
+        "enable": False,
+        "smearing": 1.0,
+        "cutoff": 5.0,
+        "lr_wavelength": 0.5,
+        "mesh_spacing": 0.5,
+        "ewald_max_atoms": 1000,
+    }
+    """Long-range electrostatics: a latent charge per atom, read out of the
+    last layer's scalar features, and the Coulomb energy of these charges
+    (Ewald, P3M or direct sum by torch-pme) added to the energy, for ionic and
+    polar systems whose energies depend on charges beyond the cutoff. Needs
+    ``pip install 'atomtrain[long-range]'``."""
 
 
 class TrainerHypers(TrainingHypers):

@@ -13,6 +13,7 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics
@@ -116,10 +117,17 @@ class AceMp(ModelInterface[ModelHypers]):
             cutoff=self.cutoff, full_list=True, strict=False
         )
         self.zbl = make_zbl(hypers, dataset_info, [self.neighbor_options])
+        self.long_range = make_long_range(
+            hypers, channels, dataset_info, [self.neighbor_options]
+        )
         self.outputs = declared_outputs(dataset_info, "ACE-MP")
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options] + zbl_lists(self.zbl)
+        return (
+            [self.neighbor_options]
+            + zbl_lists(self.zbl)
+            + long_range_lists(self.long_range)
+        )
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -211,11 +219,17 @@ class AceMp(ModelInterface[ModelHypers]):
         repulsion = (
             self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
         )
+        coulomb = (
+            self.long_range(systems, scalars[-1], outputs)
+            if self.long_range is not None
+            else {}
+        )
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
+                atomic = add_repulsion(head(scalars, type_index), name, repulsion)
                 results[name] = output_map(
-                    add_repulsion(head(scalars, type_index), name, repulsion),
+                    add_long_range(atomic, name, coulomb),
                     flat,
                     head.property_name,
                     outputs[name].sample_kind == "atom",

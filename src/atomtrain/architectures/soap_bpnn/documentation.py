@@ -18,6 +18,7 @@ per-atom scalar target.
 from pydantic import Field
 from typing_extensions import Annotated, TypedDict
 
+from atomtrain.nn.long_range import LongRangeHypers
 from atomtrain.training.hypers import (
     NonNegativeFloat,
     PositiveFloat,
@@ -74,6 +75,19 @@ class ModelHypers(TypedDict):
     the sum of their covalent radii (switched off smoothly from 0.6 of it), so
     the networks only learn the rest. For molecular dynamics at high
     temperature, or data with few structures where atoms come that close."""
+    long_range: LongRangeHypers = {
+        "enable": False,
+        "smearing": 1.0,
+        "cutoff": 5.0,
+        "lr_wavelength": 0.5,
+        "mesh_spacing": 0.5,
+        "ewald_max_atoms": 1000,
+    }
+    """Long-range electrostatics: a latent charge per atom, read out of the
+    last hidden layer of the element networks, and the Coulomb energy of these
+    charges (Ewald, P3M or direct sum by torch-pme) added to the energy, for
+    ionic and polar systems whose energies depend on charges beyond the
+    cutoff. Needs ``pip install 'atomtrain[long-range]'``."""
 
 
 class TrainerHypers(TrainingHypers):

@@ -12,6 +12,7 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.soap import SoapPowerSpectrum
 from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
@@ -129,13 +130,20 @@ class SoapBpnn(ModelInterface[ModelHypers]):
             cutoff=soap["cutoff"], full_list=False, strict=False
         )
         self.zbl = make_zbl(hypers, dataset_info, [self.neighbor_options])
+        self.long_range = make_long_range(
+            hypers, width, dataset_info, [self.neighbor_options]
+        )
         self.outputs = declared_outputs(dataset_info, "SOAP-BPNN")
 
     # version 2 added the zbl hyper
     upgrade_from_v1 = staticmethod(upgrade_without_zbl)
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options] + zbl_lists(self.zbl)
+        return (
+            [self.neighbor_options]
+            + zbl_lists(self.zbl)
+            + long_range_lists(self.long_range)
+        )
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -177,10 +185,16 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         repulsion = (
             self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
         )
+        coulomb = (
+            self.long_range(systems, hidden, outputs)
+            if self.long_range is not None
+            else {}
+        )
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
                 atomic = add_repulsion(head(hidden, type_index), name, repulsion)
+                atomic = add_long_range(atomic, name, coulomb)
                 results[name] = output_map(
                     atomic,
                     flat,
@@ -215,4 +229,6 @@ class SoapBpnn(ModelInterface[ModelHypers]):
                     )
                     target.baseline.composition[index] = head.baseline.composition[old]
                 target.baseline.scale.copy_(head.baseline.scale)
+            if self.long_range is not None and new.long_range is not None:
+                new.long_range.load_state_dict(self.long_range.state_dict())
         return new
