@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-STANDARD_OUTPUTS = ("energy",)
+STANDARD_OUTPUTS = ("energy", "non_conservative_force", "non_conservative_stress")
+
+
+def base_name(target_name: str) -> str:
+    """The name without its variant: ``energy/pbe`` -> ``energy`` (metatomic's
+    convention: ``name/variant`` is one of several versions of a quantity)."""
+    return target_name.split("/", 1)[0]
 
 
 def output_name(target_name: str) -> str:
-    """The metatomic output name of a target: standard names stay, others get a
-    namespace (metatomic requires ``domain::name`` for non-standard outputs)."""
-    if target_name in STANDARD_OUTPUTS or "::" in target_name:
+    """The metatomic output name of a target: standard names (and their
+    variants, ``energy/pbe``) stay, others get a namespace (metatomic requires
+    ``domain::name`` for non-standard outputs)."""
+    if base_name(target_name) in STANDARD_OUTPUTS or "::" in target_name:
         return target_name
     return f"atomtrain::{target_name}"
 
@@ -32,14 +39,31 @@ class TargetInfo:
     num_subtargets: int = 1
     gradients: list[str] = field(default_factory=list)  # "positions", "strain"
     rank: int = 0  # 0: scalar(s); 1: Cartesian vector; 2: Cartesian rank-2 tensor
+    # spherical targets: (o3_lambda, o3_sigma) of each irrep, in the user's order
+    irreps: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.irreps = [(int(L), int(s)) for L, s in self.irreps]
 
     @property
     def is_energy(self) -> bool:
         return self.quantity == "energy"
 
     @property
+    def is_spherical(self) -> bool:
+        return bool(self.irreps)
+
+    @property
+    def is_scalar(self) -> bool:
+        """Invariant numbers (a composition baseline makes sense for them)."""
+        return self.rank == 0 and not self.irreps
+
+    @property
     def components(self) -> int:
-        """Cartesian components per property: 1, 3 or 9."""
+        """Components per property: 1, 3 or 9 (Cartesian), or the sum of the
+        irreps' ``2 L + 1`` (spherical)."""
+        if self.irreps:
+            return sum(2 * L + 1 for L, _ in self.irreps)
         return 3**self.rank
 
     @property
@@ -56,6 +80,8 @@ class TargetInfo:
             "num_subtargets": self.num_subtargets,
             "gradients": list(self.gradients),
             "rank": self.rank,
+            # only spherical targets write it: older readers know the rest
+            **({"irreps": [list(i) for i in self.irreps]} if self.irreps else {}),
         }
 
     @classmethod

@@ -138,3 +138,57 @@ def _double_factorial(n: int) -> float:
         result *= n
         n -= 2
     return result
+
+
+# Cartesian tensors in the real-harmonic basis above (metatensor's convention:
+# ``Y(R r) = D(R) Y(r)`` with the same real Wigner matrices). ``l = 1`` is
+# ``(y, z, x)``; ``l = 2`` uses the orthonormal symmetric traceless matrices
+# whose quadratic forms ``r^T B_m r`` are proportional (one positive constant)
+# to ``Y_2m(r)``; ``l = 0`` of a rank-2 tensor is its trace over sqrt(3). The
+# maps are orthonormal, so norms are kept and inverses are transposes.
+
+
+def cartesian_to_l1(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """A Cartesian vector (x, y, z along ``dim``) as its ``l = 1`` components
+    ``(y, z, x)``: ``m = -1, 0, 1``."""
+    index = torch.tensor([1, 2, 0], device=vectors.device)
+    return torch.index_select(vectors, dim, index)
+
+
+def l1_to_cartesian(components: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Inverse of :func:`cartesian_to_l1`."""
+    index = torch.tensor([2, 0, 1], device=components.device)
+    return torch.index_select(components, dim, index)
+
+
+def l2_basis(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(5, 3, 3)``: the matrices ``B_m``, ``m = -2..2``."""
+    s2, s6 = 2.0**-0.5, 6.0**-0.5
+    basis = torch.zeros((5, 3, 3), dtype=dtype, device=device)
+    basis[0, 0, 1] = basis[0, 1, 0] = s2  # xy
+    basis[1, 1, 2] = basis[1, 2, 1] = s2  # yz
+    basis[2, 0, 0] = basis[2, 1, 1] = -s6  # 2zz - xx - yy
+    basis[2, 2, 2] = 2.0 * s6
+    basis[3, 0, 2] = basis[3, 2, 0] = s2  # xz
+    basis[4, 0, 0], basis[4, 1, 1] = s2, -s2  # xx - yy
+    return basis
+
+
+def symmetric_to_l2(tensors: torch.Tensor) -> torch.Tensor:
+    """The ``l = 2`` components ``(..., 5)`` of rank-2 tensors ``(..., 3, 3)``."""
+    basis = l2_basis(tensors.dtype, tensors.device)
+    return torch.einsum("...xy,mxy->...m", tensors, basis)
+
+
+def symmetric_to_l0(tensors: torch.Tensor) -> torch.Tensor:
+    """The ``l = 0`` component ``(..., 1)`` of rank-2 tensors ``(..., 3, 3)``."""
+    trace = tensors.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)
+    return trace / math.sqrt(3.0)
+
+
+def symmetric_from_l0_l2(l0: torch.Tensor, l2: torch.Tensor) -> torch.Tensor:
+    """The symmetric tensor ``(..., 3, 3)`` with components ``l0`` ``(..., 1)``
+    and ``l2`` ``(..., 5)``."""
+    basis = l2_basis(l2.dtype, l2.device)
+    eye = torch.eye(3, dtype=l2.dtype, device=l2.device) / math.sqrt(3.0)
+    return torch.einsum("...m,mxy->...xy", l2, basis) + l0.unsqueeze(-1) * eye

@@ -1,6 +1,6 @@
 """Element embedding -> ACE layers -> per-layer scalar read-outs summed."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from metatensor.torch import Labels, TensorMap
@@ -13,10 +13,11 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.heads import CartesianHead, SphericalHead, check_equivariant
 from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
-from atomtrain.nn.outputs import declared_outputs, output_map
+from atomtrain.nn.outputs import declared_outputs, output_map, spherical_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
-from atomtrain.nn.spherical import SphericalHarmonics
+from atomtrain.nn.spherical import SphericalHarmonics, l1_to_cartesian
 from atomtrain.nn.zbl import add_repulsion, make_zbl, zbl_lists
 from atomtrain.uncertainty.last_layer import linear_weights, with_bias_column
 
@@ -67,17 +68,23 @@ class AceMp(ModelInterface[ModelHypers]):
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo):
         super().__init__(hypers, dataset_info)
         for target in dataset_info.targets.values():
-            if target.rank > 0:
-                raise UserError(
-                    f"ACE-MP predicts scalar targets only; target '{target.name}' "
-                    f"is a rank-{target.rank} Cartesian tensor. Use the 'gnn' "
-                    "architecture for it."
-                )
+            check_equivariant(target, "ACE-MP")
             if target.num_subtargets < 1:
                 raise UserError(f"target '{target.name}' has no components.")
         n_types = len(dataset_info.atomic_types)
         channels, n_layers = hypers["channels"], hypers["num_layers"]
         l_max, hidden_l = hypers["l_max"], min(hypers["hidden_l_max"], hypers["l_max"])
+        equivariant = [t for t in dataset_info.targets.values() if not t.is_scalar]
+        if equivariant and hidden_l < 1:
+            raise UserError(
+                f"target '{display_name(equivariant[0].name)}' is a vector, tensor "
+                "or spherical target, which ACE-MP reads from its l >= 1 features; "
+                f"architecture.model.hidden_l_max is {hypers['hidden_l_max']} and "
+                f"l_max is {l_max}: set both to 1 or more."
+            )
+        # the last layer keeps its l >= 1 features only when a head reads them
+        last_l = hidden_l if equivariant else 0
+        self.hidden_l = hidden_l
         self.cutoff = float(hypers["cutoff"])
         self.radial_count = hypers["num_radial"]
         self.type_index = TypeIndex(dataset_info.atomic_types)
@@ -98,7 +105,7 @@ class AceMp(ModelInterface[ModelHypers]):
                     channels,
                     0 if t == 0 else hidden_l,
                     l_max,
-                    hidden_l if t < n_layers - 1 else 0,
+                    hidden_l if t < n_layers - 1 else last_l,
                     correlation,
                     n_types,
                 )
@@ -111,6 +118,26 @@ class AceMp(ModelInterface[ModelHypers]):
                     target, n_types, channels, n_layers, hypers["readout_hidden"]
                 )
                 for name, target in dataset_info.targets.items()
+                if target.is_scalar
+            }
+        )
+        # equivariant heads gate the l = 1 (and l = 2) features of every layer
+        # with networks of every layer's scalars
+        width = channels * n_layers
+        n_l2 = width if hidden_l >= 2 else 0
+        hidden = hypers["readout_hidden"]
+        self.cartesian_heads = torch.nn.ModuleDict(
+            {
+                name: CartesianHead(target, n_types, width, width, hidden)
+                for name, target in dataset_info.targets.items()
+                if target.rank > 0
+            }
+        )
+        self.spherical_heads = torch.nn.ModuleDict(
+            {
+                name: SphericalHead(target, n_types, width, width, hidden, n_l2)
+                for name, target in dataset_info.targets.items()
+                if target.is_spherical
             }
         )
         self.neighbor_options = NeighborListOptions(
@@ -161,10 +188,21 @@ class AceMp(ModelInterface[ModelHypers]):
                 return torch.cat(blocks, dim=0)
         raise ValueError("no last-layer weights for target " + target)
 
+    def is_head_parameter(self, name: str) -> bool:
+        return name.startswith(("heads.", "cartesian_heads.", "spherical_heads."))
+
     def scalar_features(
         self, types: torch.Tensor, centers, neighbors, vectors
     ) -> List[torch.Tensor]:
         """The invariant features ``(N, C)`` after each layer."""
+        features = self.layer_features(types, centers, neighbors, vectors)
+        return [x[:, :, 0] for x in features]
+
+    def layer_features(
+        self, types: torch.Tensor, centers, neighbors, vectors
+    ) -> List[torch.Tensor]:
+        """The features ``(N, C, K)`` after each layer (``K = 1`` for the last
+        layer of a model with scalar targets only)."""
         distances = torch.linalg.vector_norm(vectors, dim=1)
         envelope = polynomial_envelope(distances, self.cutoff)
         basis = self.radial(distances)
@@ -183,7 +221,7 @@ class AceMp(ModelInterface[ModelHypers]):
             types.shape[0],
             normalization,
         )
-        scalars: List[torch.Tensor] = []
+        features: List[torch.Tensor] = []
         # layer t > 0 builds its density from layer t - 1's features; TorchScript
         # can neither index a ModuleList with a variable nor zip a sliced one,
         # hence the search for the density module of layer t
@@ -201,8 +239,22 @@ class AceMp(ModelInterface[ModelHypers]):
                             normalization,
                         )
             x = update(density, x, types)
-            scalars.append(x[:, :, 0])
-        return scalars
+            features.append(x)
+        return features
+
+    def equivariant_inputs(
+        self, features: List[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the equivariant heads read: every layer's scalars ``(N, C L)``,
+        its ``l = 1`` features as Cartesian vectors ``(N, 3, C L)`` and its
+        ``l = 2`` features ``(N, 5, C L)`` (none below ``hidden_l_max`` 2)."""
+        h = torch.cat([x[:, :, 0] for x in features], dim=1)
+        v = torch.cat([l1_to_cartesian(x[:, :, 1:4], dim=2) for x in features], 1)
+        if self.hidden_l >= 2:
+            l2 = torch.cat([x[:, :, 4:9] for x in features], dim=1).transpose(1, 2)
+        else:
+            l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)
+        return h, v.transpose(1, 2), l2
 
     def forward(
         self,
@@ -212,9 +264,10 @@ class AceMp(ModelInterface[ModelHypers]):
     ) -> Dict[str, TensorMap]:
         flat = flatten_systems(systems, self.neighbor_options)
         type_index = self.type_index(flat.types)
-        scalars = self.scalar_features(
+        features = self.layer_features(
             type_index, flat.centers, flat.neighbors, flat.vectors
         )
+        scalars = [x[:, :, 0] for x in features]
         mask = selected_mask(flat, selected_atoms)
         repulsion = (
             self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
@@ -230,6 +283,29 @@ class AceMp(ModelInterface[ModelHypers]):
                 atomic = add_repulsion(head(scalars, type_index), name, repulsion)
                 results[name] = output_map(
                     add_long_range(atomic, name, coulomb),
+                    flat,
+                    head.property_name,
+                    outputs[name].sample_kind == "atom",
+                    mask,
+                )
+        if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
+            return results
+        h, v, l2 = self.equivariant_inputs(features)
+        for name, head in self.cartesian_heads.items():
+            if name in outputs:
+                results[name] = output_map(
+                    head(h, v, type_index),
+                    flat,
+                    head.property_name,
+                    outputs[name].sample_kind == "atom",
+                    mask,
+                    head.rank,
+                )
+        for name, head in self.spherical_heads.items():
+            if name in outputs:
+                results[name] = spherical_map(
+                    head.irreps,
+                    head(h, v, l2),
                     flat,
                     head.property_name,
                     outputs[name].sample_kind == "atom",

@@ -13,7 +13,8 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
-from atomtrain.nn.outputs import declared_outputs, output_map
+from atomtrain.nn.heads import CartesianHead, SphericalHead, check_equivariant
+from atomtrain.nn.outputs import declared_outputs, output_map, spherical_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
 from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
@@ -40,50 +41,6 @@ class ScalarHead(torch.nn.Module):
         return self.baseline(self.network(h), type_index)
 
 
-class CartesianHead(torch.nn.Module):
-    """An equivariant read-out of a Cartesian target from the vector features.
-
-    Rank 1: ``sum_c g_c(h) v_c``; rank 2 (symmetric, e.g. a polarizability):
-    ``sum_c g_c(h) v_c (x) v_c + s(h) I``. The gates ``g`` and ``s`` depend on
-    invariants only, so the output rotates with the structure. The composition
-    baseline only shifts the isotropic part of rank-2 targets (a constant vector
-    per element would break the symmetry)."""
-
-    def __init__(
-        self, target: TargetInfo, n_types: int, width: int, vectors: int, hidden: int
-    ):
-        super().__init__()
-        self.per_atom = target.per_atom
-        self.rank = target.rank
-        self.vectors = vectors
-        self.n_properties = target.num_subtargets
-        self.property_name = display_name(target.name)
-        n_gates = vectors * self.n_properties
-        if self.rank == 2:
-            n_gates += self.n_properties
-        self.network = torch.nn.Sequential(
-            torch.nn.LayerNorm(width),
-            torch.nn.Linear(width, hidden),
-            torch.nn.SiLU(),
-            torch.nn.Linear(hidden, n_gates),
-        )
-        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
-
-    def forward(
-        self, h: torch.Tensor, v: torch.Tensor, type_index: torch.Tensor
-    ) -> torch.Tensor:
-        n_atoms, P, V = h.shape[0], self.n_properties, self.vectors
-        gates = self.network(h)
-        weights = gates[:, : V * P].reshape(n_atoms, V, P)
-        scale = self.baseline.scale
-        if self.rank == 1:
-            return torch.einsum("axv,avp->axp", v, weights) * scale
-        outer = torch.einsum("axv,ayv,avp->axyp", v, v, weights)
-        isotropic = gates[:, V * P :] * scale + self.baseline.composition[type_index]
-        eye = torch.eye(3, dtype=h.dtype, device=h.device).reshape(1, 3, 3, 1)
-        return outer * scale + isotropic.reshape(n_atoms, 1, 1, P) * eye
-
-
 class Gnn(ModelInterface[ModelHypers]):
     __checkpoint_version__ = 3
     __supported_devices__ = ["cuda", "cpu"]
@@ -107,6 +64,7 @@ class Gnn(ModelInterface[ModelHypers]):
                 f"architecture.model.num_heads ({heads})."
             )
         for target in dataset_info.targets.values():
+            check_equivariant(target, "the GNN")
             if target.num_subtargets < 1:
                 raise UserError(f"target '{target.name}' has no components.")
         n_types = len(dataset_info.atomic_types)
@@ -129,7 +87,7 @@ class Gnn(ModelInterface[ModelHypers]):
             {
                 name: ScalarHead(target, n_types, width, hypers["head_width"])
                 for name, target in dataset_info.targets.items()
-                if target.rank == 0
+                if target.is_scalar
             }
         )
         self.cartesian_heads = torch.nn.ModuleDict(
@@ -139,6 +97,16 @@ class Gnn(ModelInterface[ModelHypers]):
                 )
                 for name, target in dataset_info.targets.items()
                 if target.rank > 0
+            }
+        )
+        no_l2 = 0  # spherical L = 2 parts come from products of the vectors
+        self.spherical_heads = torch.nn.ModuleDict(
+            {
+                name: SphericalHead(
+                    target, n_types, width, vectors, hypers["head_width"], no_l2
+                )
+                for name, target in dataset_info.targets.items()
+                if target.is_spherical
             }
         )
         self.neighbor_options = NeighborListOptions(
@@ -184,7 +152,7 @@ class Gnn(ModelInterface[ModelHypers]):
     upgrade_from_v2 = staticmethod(upgrade_without_zbl)
 
     def is_head_parameter(self, name: str) -> bool:
-        return name.startswith(("heads.", "cartesian_heads."))
+        return name.startswith(("heads.", "cartesian_heads.", "spherical_heads."))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         lists = [self.neighbor_options]
@@ -280,6 +248,18 @@ class Gnn(ModelInterface[ModelHypers]):
                     mask,
                     head.rank,
                 )
+        if len(self.spherical_heads) > 0:
+            no_l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)
+            for name, head in self.spherical_heads.items():
+                if name in outputs:
+                    results[name] = spherical_map(
+                        head.irreps,
+                        head(h, v, no_l2),
+                        flat,
+                        head.property_name,
+                        outputs[name].sample_kind == "atom",
+                        mask,
+                    )
         return results
 
     def restart(self, dataset_info: DatasetInfo) -> "Gnn":
@@ -297,6 +277,8 @@ class Gnn(ModelInterface[ModelHypers]):
             for k, v in self.state_dict().items()
             if not k.startswith(("embedding.", "heads.", "cartesian_heads."))
             and k != "descriptor.species_mixing"
+            # spherical heads have no composition (zeros, one row per element)
+            and not k.endswith("baseline.composition")
         }
         new.load_state_dict(state, strict=False)
         with torch.no_grad():

@@ -1,0 +1,209 @@
+"""Equivariant read-outs shared by the architectures that carry vector features.
+
+An architecture gives each head the invariant features ``h`` of every atom
+``(N, F)`` and its polar vector features ``v`` ``(N, 3, V)`` (Cartesian x, y,
+z); the heads gate equivariant products of the vectors with networks of the
+invariants, so every output rotates (and reflects) as its target does.
+"""
+
+from typing import List, Tuple
+
+import torch
+
+from atomtrain.data.info import TargetInfo, display_name
+from atomtrain.errors import UserError
+from atomtrain.nn.baseline import TargetBaseline
+from atomtrain.nn.spherical import cartesian_to_l1, symmetric_to_l2
+
+
+MAX_LAMBDA = 2
+
+
+def check_equivariant(target: TargetInfo, architecture: str) -> None:
+    """Refuse spherical irreps these heads cannot build (``L > 2``)."""
+    for o3_lambda, o3_sigma in target.irreps:
+        if o3_lambda > MAX_LAMBDA:
+            raise UserError(
+                f"target '{display_name(target.name)}' has an irrep with o3_lambda "
+                f"{o3_lambda} (o3_sigma {o3_sigma}); {architecture} predicts "
+                f"spherical targets up to o3_lambda {MAX_LAMBDA}. Split the target "
+                "or leave the higher irreps out."
+            )
+
+
+def gate_network(width: int, hidden: int, n_out: int) -> torch.nn.Module:
+    """Invariant gates: a small network of the invariant features."""
+    return torch.nn.Sequential(
+        torch.nn.LayerNorm(width),
+        torch.nn.Linear(width, hidden),
+        torch.nn.SiLU(),
+        torch.nn.Linear(hidden, n_out),
+    )
+
+
+class CartesianHead(torch.nn.Module):
+    """An equivariant read-out of a Cartesian target from the vector features.
+
+    Rank 1: ``sum_c g_c(h) v_c``; rank 2 (symmetric, e.g. a polarizability):
+    ``sum_c g_c(h) v_c (x) v_c + s(h) I``. The gates ``g`` and ``s`` depend on
+    invariants only, so the output rotates with the structure. The composition
+    baseline only shifts the isotropic part of rank-2 targets (a constant vector
+    per element would break the symmetry)."""
+
+    def __init__(
+        self, target: TargetInfo, n_types: int, width: int, vectors: int, hidden: int
+    ):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.rank = target.rank
+        self.vectors = vectors
+        self.n_properties = target.num_subtargets
+        self.property_name = display_name(target.name)
+        n_gates = vectors * self.n_properties
+        if self.rank == 2:
+            n_gates += self.n_properties
+        self.network = gate_network(width, hidden, n_gates)
+        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+
+    def forward(
+        self, h: torch.Tensor, v: torch.Tensor, type_index: torch.Tensor
+    ) -> torch.Tensor:
+        n_atoms, P, V = h.shape[0], self.n_properties, self.vectors
+        gates = self.network(h)
+        weights = gates[:, : V * P].reshape(n_atoms, V, P)
+        scale = self.baseline.scale
+        if self.rank == 1:
+            return torch.einsum("axv,avp->axp", v, weights) * scale
+        outer = torch.einsum("axv,ayv,avp->axyp", v, v, weights)
+        isotropic = gates[:, V * P :] * scale + self.baseline.composition[type_index]
+        eye = torch.eye(3, dtype=h.dtype, device=h.device).reshape(1, 3, 3, 1)
+        return outer * scale + isotropic.reshape(n_atoms, 1, 1, P) * eye
+
+
+def _symmetric_traceless_l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The ``L = 2`` part of ``sym(a (x) b)`` per channel: ``(N, 5, C)``."""
+    outer = torch.einsum("axc,ayc->acxy", a, b)
+    return symmetric_to_l2(0.5 * (outer + outer.transpose(2, 3))).transpose(1, 2)
+
+
+class IrrepReadout(torch.nn.Module):
+    """One irrep ``(L, sigma)`` of a spherical target, ``L <= 2``.
+
+    Candidates are equivariant products of the vectors, each gated per
+    property by an invariant network: ``v`` (``L = 1``, polar), ``a x b``
+    (``L = 1``, axial), ``(a x b) . c`` (``L = 0``, pseudoscalar) and the
+    ``L = 2`` parts of ``a (x) b`` (proper) and ``(a x b) (x) c`` (improper),
+    where ``a, b, c`` are learnt channel mixtures of ``v`` (distinct, so cross
+    products do not vanish). ``L = 0`` proper is the gate itself. ``extra``
+    channels are natural-parity ``L`` features an architecture has already
+    (ace_mp's ``l = 2`` features), added to the candidates."""
+
+    def __init__(
+        self,
+        o3_lambda: int,
+        o3_sigma: int,
+        width: int,
+        vectors: int,
+        extra: int,
+        n_properties: int,
+        hidden: int,
+    ):
+        super().__init__()
+        self.o3_lambda, self.o3_sigma = o3_lambda, o3_sigma
+        # sigma = 1: transforms as Y_L under inversion, (-1)^L; -1: the opposite
+        self.proper = o3_sigma == 1
+        self.n_properties = n_properties
+        if o3_lambda == 0 and self.proper:
+            n_candidates, n_mixed = 1, 0
+        elif o3_lambda == 1 and self.proper:
+            n_candidates, n_mixed = vectors, 0
+        elif o3_lambda == 1 or (o3_lambda == 2 and self.proper):
+            n_candidates, n_mixed = vectors, 2
+        else:  # pseudoscalar, improper L = 2: a triple of vectors
+            n_candidates, n_mixed = vectors, 3
+        self.extra = extra if self.proper and o3_lambda > 0 else 0
+        self.n_candidates = n_candidates + self.extra
+        self.n_mixed = n_mixed
+        self.mix = (
+            torch.nn.Linear(vectors, n_mixed * vectors, bias=False)
+            if n_mixed > 0
+            else torch.nn.Identity()
+        )
+        self.gates = gate_network(width, hidden, self.n_candidates * n_properties)
+
+    def candidates(
+        self, v: torch.Tensor, extra: torch.Tensor, n_atoms: int
+    ) -> torch.Tensor:
+        """``(N, 2L + 1, n_candidates)`` equivariant inputs, ``o3_mu`` order."""
+        L = self.o3_lambda
+        if L == 0 and self.proper:
+            return torch.ones((n_atoms, 1, 1), dtype=v.dtype, device=v.device)
+        if L == 1 and self.proper:
+            found = cartesian_to_l1(v, dim=1)
+        else:
+            mixed = self.mix(v).reshape(n_atoms, 3, self.n_mixed, -1)
+            a, b = mixed[:, :, 0], mixed[:, :, 1]
+            if L == 2 and self.proper:
+                found = _symmetric_traceless_l2(a, b)
+            else:
+                axial = torch.linalg.cross(a, b, dim=1)
+                if L == 1:
+                    found = cartesian_to_l1(axial, dim=1)
+                elif L == 0:
+                    found = (axial * mixed[:, :, 2]).sum(1, keepdim=True)
+                else:
+                    found = _symmetric_traceless_l2(axial, mixed[:, :, 2])
+        if self.extra > 0:
+            found = torch.cat([found, extra], dim=2)
+        return found
+
+    def forward(
+        self, h: torch.Tensor, v: torch.Tensor, extra: torch.Tensor
+    ) -> torch.Tensor:
+        n_atoms = h.shape[0]
+        gates = self.gates(h).reshape(n_atoms, self.n_candidates, self.n_properties)
+        found = self.candidates(v, extra, n_atoms)
+        return torch.einsum("amc,acp->amp", found, gates)
+
+
+class SphericalHead(torch.nn.Module):
+    """A spherical target: one :class:`IrrepReadout` per irrep, each scaled by
+    the target's scale (no composition: only a proper scalar could have one,
+    and the fit treats the target as a whole)."""
+
+    def __init__(
+        self,
+        target: TargetInfo,
+        n_types: int,
+        width: int,
+        vectors: int,
+        hidden: int,
+        extra_l2: int = 0,
+    ):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.property_name = display_name(target.name)
+        self.irreps: List[Tuple[int, int]] = [(L, s) for L, s in target.irreps]
+        self.readouts = torch.nn.ModuleList(
+            [
+                IrrepReadout(
+                    L,
+                    s,
+                    width,
+                    vectors,
+                    extra_l2 if L == 2 else 0,
+                    target.num_subtargets,
+                    hidden,
+                )
+                for L, s in target.irreps
+            ]
+        )
+        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+
+    def forward(
+        self, h: torch.Tensor, v: torch.Tensor, l2: torch.Tensor
+    ) -> List[torch.Tensor]:
+        """Per irrep, ``(N, 2L + 1, P)``; ``l2`` ``(N, 5, C)`` natural-parity
+        ``l = 2`` features of the architecture (``C = 0`` when it has none)."""
+        scale = self.baseline.scale
+        return [readout(h, v, l2) * scale for readout in self.readouts]
