@@ -23,6 +23,10 @@ HAS_RUFF = (
 )
 
 
+MAINTAINER = ("Ada Lovelace", "ada@lovelace.ac.uk")
+MAINTAINER_LINE = '__maintainers__ = [("Ada Lovelace", "ada@lovelace.ac.uk")]'
+
+
 def failed(report) -> list:
     return [r.criterion for r in report.results if not r.passed]
 
@@ -37,8 +41,8 @@ def plugin(tmp_path, monkeypatch):
     modules = []
     monkeypatch.setattr(registry, "_plugins", lambda: list(specs))
 
-    def make(name: str, stage: str = "experimental"):
-        root = scaffold(name, str(tmp_path), plugin=True)
+    def make(name: str, stage: str = "experimental", maintainer=MAINTAINER):
+        root = scaffold(name, str(tmp_path), plugin=True, maintainer=maintainer)
         monkeypatch.syspath_prepend(os.path.join(root, "src"))
         package = f"atomtrain_{name}"
         full = name if stage == "stable" else f"{stage}.{name}"
@@ -99,7 +103,9 @@ def test_soap_bpnn_passes_as_stable(capsys):
 
 def test_generated_architecture_passes(plugin):
     name, _ = plugin("gen_ok")
-    report = check(name)
+    assert name == "experimental.gen_ok"
+    report = check("gen_ok")  # a plug-in's short name, unambiguous
+    assert report.name == name
     assert report.stage == "experimental"
     assert failed(report) == []
     assert "validation force RMSE" in report["fits"].detail
@@ -107,12 +113,7 @@ def test_generated_architecture_passes(plugin):
 
 def test_no_maintainers_fails_that_line(plugin):
     name, folder = plugin("no_maint")
-    edit(
-        folder,
-        "__init__.py",
-        '__maintainers__ = [("Your Name", "you@example.com")]',
-        "__maintainers__ = []",
-    )
+    edit(folder, "__init__.py", MAINTAINER_LINE, "__maintainers__ = []")
     report = check(name)
     assert failed(report) == ["maintainers"]
     card = report.render()
@@ -122,12 +123,92 @@ def test_no_maintainers_fails_that_line(plugin):
 
 def test_maintainer_without_contact_fails(plugin):
     name, folder = plugin("no_contact")
-    edit(folder, "__init__.py", '("Your Name", "you@example.com")]\n', '"Jo"]\n')
+    edit(folder, "__init__.py", MAINTAINER_LINE, '__maintainers__ = ["Jo"]')
     from atomtrain.architectures.check import _Context, _Fail, _maintainers
 
     spec = registry.find_architecture(name)
     with pytest.raises(_Fail, match="no email or @handle in 'Jo'"):
         _maintainers(_Context(spec, {}, {}, "."))
+
+
+def test_scaffold_placeholder_fails_the_maintainer_criterion(plugin):
+    """A scaffold made without a maintainer holds the template's placeholder,
+    and the check refuses it: a criterion the template passes checks nothing."""
+    name, folder = plugin("placeholder", maintainer=None)
+    with open(os.path.join(folder, "__init__.py")) as file:
+        assert '("Your Name", "you@example.com")' in file.read()
+    report = check(name)
+    assert failed(report) == ["maintainers"]
+    detail = report["maintainers"].detail
+    assert "you@example.com" in detail and "reserved for examples" in detail
+    assert "not the scaffold's placeholder" in report["maintainers"].fix
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        (("Your Name", "you@example.com"), "reserved for examples"),
+        (("Ada Lovelace", "ada@example.org"), "reserved for examples"),
+        (("Ada Lovelace", "ada@mail.example.net"), "reserved for examples"),
+        (("Ada Lovelace", "ada@lovelace.example"), "reserved domain"),
+        (("Ada Lovelace", "ada@localhost.test"), "reserved domain"),
+        (("Your Name", "ada@lovelace.ac.uk"), "'Your Name' is a placeholder"),
+        (("", "ada@lovelace.ac.uk"), "'' is a placeholder"),
+        (("Ada Lovelace", ""), "no email or @handle"),
+        (("Ada Lovelace",), "no email or @handle"),
+        ("Ada Lovelace <you@example.com>", "reserved for examples"),
+        (("Ada Lovelace", "ada@lovelace.ac.uk"), None),
+        (("Ada Lovelace", "@ada"), None),
+        ("Ada Lovelace <ada@lovelace.ac.uk>", None),
+        (("atomtrain developers", "@atomtrain"), None),
+    ],
+)
+def test_maintainer_entries(entry, problem):
+    from atomtrain.architectures.check import _maintainer_problem
+
+    found = _maintainer_problem(entry)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
+
+
+def test_in_tree_architectures_name_real_maintainers():
+    from atomtrain.architectures.check import _maintainer_problem
+    from atomtrain.architectures.stages import declarations
+
+    for name, spec in registry.all_architectures().items():
+        maintainers = declarations(spec.module).get("__maintainers__")
+        assert maintainers, name
+        assert [_maintainer_problem(m) for m in maintainers] == [None] * len(
+            maintainers
+        ), name
+
+
+def test_plugin_short_names(monkeypatch):
+    """``arch check foo`` finds the plug-in experimental.foo; a short name that
+    two plug-ins share is refused with both named; in-tree names stay exact."""
+    from atomtrain.architectures.check import (
+        check_architecture,
+        find_by_name_or_short_name,
+    )
+    from atomtrain.errors import UserError
+
+    plugins = [
+        ArchitectureSpec("experimental.foo", "foo_a", "experimental", "plug-in a"),
+        ArchitectureSpec("experimental.bar", "bar_b", "experimental", "plug-in b"),
+        ArchitectureSpec("deprecated.bar", "bar_c", "deprecated", "plug-in c"),
+    ]
+    monkeypatch.setattr(registry, "_plugins", lambda: plugins)
+    assert find_by_name_or_short_name("foo") is plugins[0]
+    assert find_by_name_or_short_name("experimental.bar") is plugins[1]
+    assert find_by_name_or_short_name("soap_bpnn").name == "soap_bpnn"
+    with pytest.raises(UserError, match="ambiguous") as error:
+        check_architecture("bar")
+    assert "experimental.bar (plug-in b)" in str(error.value)
+    assert "deprecated.bar (plug-in c)" in str(error.value)
+    with pytest.raises(UserError, match="unknown architecture 'mace'"):
+        find_by_name_or_short_name("mace")  # in-tree experimental: full name only
 
 
 def test_unscriptable_model_fails_torchscript_only(plugin):

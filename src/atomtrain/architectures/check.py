@@ -21,7 +21,6 @@ import typing
 from typing import Callable, Dict, List, Optional
 
 from atomtrain.architectures.check_report import (  # noqa: F401 (re-exported)
-    _CONTACT,
     _DIRECT_URL,
     TITLES,
     Criterion,
@@ -143,23 +142,44 @@ def _maintainers(ctx: _Context) -> str:
 
     maintainers = declarations(ctx.spec.module).get("__maintainers__")
     fix = (
-        "set __maintainers__ = [('Full Name', 'name@example.org')] in the "
-        "package's __init__.py (a literal list; the contact is an email or an "
-        "@handle)."
+        "set __maintainers__ = [('Full Name', 'name@your-domain')] in the "
+        "package's __init__.py: a literal list naming a person (or team) and a "
+        "contact that reaches them (an email address or an @handle), not the "
+        "scaffold's placeholder."
     )
     if not maintainers or not isinstance(maintainers, (list, tuple)):
         raise _Fail("__maintainers__ is missing or empty.", fix)
-    bad = []
-    for entry in maintainers:
-        parts = list(entry) if isinstance(entry, (list, tuple)) else str(entry).split()
-        if not any(_CONTACT.match(str(p).strip("<>()")) for p in parts[1:] or parts):
-            bad.append(repr(entry))
-    if bad:
-        raise _Fail(f"no email or @handle in {', '.join(bad)}.", fix)
+    problems = [_maintainer_problem(entry) for entry in maintainers]
+    problems = [p for p in problems if p]
+    if problems:
+        raise _Fail("; ".join(problems) + ".", fix)
     return ", ".join(
         " ".join(map(str, m)) if isinstance(m, (list, tuple)) else str(m)
         for m in maintainers
     )
+
+
+def _maintainer_problem(entry) -> Optional[str]:
+    """What is wrong with one ``__maintainers__`` entry, or None."""
+    from atomtrain.architectures.maintainers import (
+        CONTACT,
+        is_placeholder_name,
+        placeholder_reason,
+    )
+
+    parts = list(entry) if isinstance(entry, (list, tuple)) else str(entry).split()
+    contacts = [
+        str(p).strip("<>()") for p in parts if CONTACT.match(str(p).strip("<>()"))
+    ]
+    name = " ".join(str(p) for p in parts if str(p).strip("<>()") not in contacts)
+    if not contacts:
+        return f"no email or @handle in {entry!r}"
+    reasons = [placeholder_reason(c) for c in contacts]
+    if all(reasons):
+        return f"{entry!r}: {', '.join(reasons)}: a placeholder reaches nobody"
+    if is_placeholder_name(name):
+        return f"{entry!r}: '{name}' is a placeholder, not a maintainer's name"
+    return None
 
 
 def _deps(ctx: _Context) -> str:
@@ -353,20 +373,41 @@ CRITERIA: Dict[str, Callable[[_Context], str]] = {
 }
 
 
+def find_by_name_or_short_name(name: str):
+    """The architecture named ``name``, or the one plug-in whose name without
+    its stage prefix is ``name`` (``foo`` for ``experimental.foo``)."""
+    from atomtrain.architectures.registry import all_architectures, find_architecture
+
+    specs = all_architectures()
+    if name in specs:
+        return specs[name]
+    matches = [
+        spec
+        for full, spec in specs.items()
+        if spec.source.startswith("plug-in") and full.split(".", 1)[-1] == name
+    ]
+    if len(matches) > 1:
+        listed = ", ".join(f"{m.name} ({m.source})" for m in matches)
+        raise UserError(
+            f"architecture name '{name}' is ambiguous: it is the short name of "
+            f"the plug-ins {listed}. Give the full name."
+        )
+    return matches[0] if matches else find_architecture(name)
+
+
 def check_architecture(
     name: str,
     model_hypers: Optional[dict] = None,
     training_hypers: Optional[dict] = None,
 ) -> Report:
-    """Run every criterion of the stage of architecture ``name``.
+    """Run every criterion of the stage of architecture ``name`` (a plug-in may
+    be named without its stage prefix when that is unambiguous).
 
     ``model_hypers`` and ``training_hypers`` are merged over the defaults (and the
     tiny :data:`CHECK_TRAINING` run) for the training done by the check.
     """
-    from atomtrain.architectures.registry import find_architecture
-
-    spec = find_architecture(name)
-    report = Report(name, spec.stage, f"{spec.source} ({spec.module})")
+    spec = find_by_name_or_short_name(name)
+    report = Report(spec.name, spec.stage, f"{spec.source} ({spec.module})")
     workdir = tempfile.mkdtemp(prefix="atomtrain-check-")
     ctx = _Context(spec, model_hypers or {}, training_hypers or {}, workdir)
     try:

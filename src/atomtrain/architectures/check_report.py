@@ -21,7 +21,6 @@ TITLES = {
     "pypi": "dependencies on PyPI (no direct URLs)",
     "outputs": "standard outputs (train.csv, trainer checkpoint)",
 }
-_CONTACT = re.compile(r"^@[A-Za-z0-9][\w.-]*$|^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DIRECT_URL = re.compile(r"@\s*\S+://|^\s*(git|hg|svn|bzr)\+|://")
 
 

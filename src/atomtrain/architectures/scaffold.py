@@ -7,13 +7,26 @@ replace the model with theirs. Templates live in ``scaffold_templates/*.txt``.
 
 from __future__ import annotations
 
+import json
 import keyword
+import logging
 import os
 import subprocess
 import sys
 from typing import Dict, Optional
 
+from atomtrain.architectures.maintainers import (
+    Maintainer,
+    ask_maintainer,
+    from_git_config,
+    parse_maintainer,
+)
 from atomtrain.errors import UserError
+
+
+logger = logging.getLogger("atomtrain")
+# written when no maintainer is known: 'arch check' refuses it until replaced
+PLACEHOLDER: Maintainer = ("Your Name", "you@example.com")
 
 
 TEMPLATES = os.path.join(
@@ -31,7 +44,7 @@ name = "atomtrain-{name}"
 version = "0.1.0"
 description = "{title}: an atomtrain architecture"
 requires-python = ">=3.10"
-authors = [{{ name = "Your Name", email = "you@example.com" }}]
+authors = [{{ {author} }}]
 dependencies = ["atomtrain"]
 
 [project.optional-dependencies]
@@ -122,10 +135,43 @@ def _write(path: str, text: str) -> None:
         file.write(text)
 
 
-def _files(name: str, package: str, registry_name: str) -> Dict[str, str]:
+def _python_pair(maintainer: Maintainer) -> str:
+    """``("Name", "contact")`` as Python source (JSON strings are valid Python)."""
+    return "(" + ", ".join(json.dumps(s, ensure_ascii=False) for s in maintainer) + ")"
+
+
+def _toml_author(maintainer: Maintainer) -> str:
+    """The ``authors`` entry of pyproject.toml: an @handle is not an email."""
+    name, contact = (json.dumps(s, ensure_ascii=False) for s in maintainer)
+    if maintainer[1].startswith("@"):
+        return f"name = {name}"
+    return f"name = {name}, email = {contact}"
+
+
+def choose_maintainer(option: Optional[str], interactive: bool) -> Optional[Maintainer]:
+    """The maintainer of a new architecture: ``--maintainer`` when given, else
+    asked for on a terminal (Enter keeps git's ``user.name <user.email>``), else
+    git's configuration when it is a real contact; None when nothing is known."""
+    if option is not None:
+        return parse_maintainer(option)
+    default = from_git_config()
+    if default is not None:
+        try:
+            parse_maintainer(default, "git config user.name/user.email")
+        except UserError:
+            default = None  # a placeholder address is no default
+    if interactive:
+        return ask_maintainer(default)
+    return parse_maintainer(default) if default else None
+
+
+def _files(
+    name: str, package: str, registry_name: str, maintainer: Maintainer
+) -> Dict[str, str]:
     """Relative path in the package folder -> content."""
     title = name.replace("_", " ").title().replace(" ", "-")
     values = {
+        "maintainer": _python_pair(maintainer),
         "name": name,
         "package": package,
         "Class": _camel(name),
@@ -154,17 +200,33 @@ def _format(paths: list[str], config: list[str]) -> None:
             return
 
 
-def scaffold(name: str, dir: Optional[str] = None, plugin: bool = False) -> str:
+def scaffold(
+    name: str,
+    dir: Optional[str] = None,
+    plugin: bool = False,
+    maintainer: Optional[Maintainer] = None,
+) -> str:
     """Create architecture ``name``; returns the folder created.
 
     In-tree (default): ``src/atomtrain/architectures/experimental/NAME`` (or
     ``DIR/NAME``), registry name ``experimental.NAME``. With ``plugin``: a pip
     package ``DIR/atomtrain-NAME`` (default: the current folder) with an
-    ``atomtrain.architectures`` entry point.
+    ``atomtrain.architectures`` entry point. ``maintainer`` is ``(name,
+    contact)``; without it a placeholder is written, which ``arch check``
+    refuses until it is replaced.
     """
     from atomtrain.architectures.check import ruff_arguments
 
     _check_name(name)
+    if maintainer is None:
+        maintainer = PLACEHOLDER
+        logger.warning(
+            f"no maintainer given for '{name}': __maintainers__ holds the "
+            f"placeholder {PLACEHOLDER}, which 'atomtrain arch check' refuses. "
+            "Replace it, or pass --maintainer 'Name <email>' to 'arch new'."
+        )
+    else:
+        maintainer = parse_maintainer(f"{maintainer[0]} <{maintainer[1]}>")
     if plugin:
         root = os.path.join(os.path.abspath(dir or os.getcwd()), f"atomtrain-{name}")
         package = f"atomtrain_{name}"
@@ -182,7 +244,7 @@ def scaffold(name: str, dir: Optional[str] = None, plugin: bool = False) -> str:
         raise UserError(
             f"'{root}' already exists; choose another name or --dir, or remove it."
         )
-    files = _files(name, package, f"experimental.{name}")
+    files = _files(name, package, f"experimental.{name}", maintainer)
     written = []
     try:
         for relative, text in files.items():
@@ -191,7 +253,12 @@ def scaffold(name: str, dir: Optional[str] = None, plugin: bool = False) -> str:
             written.append(path)
         if plugin:
             title = files["documentation.py"].split("\n")[1]
-            values = {"name": name, "package": package, "title": title}
+            values = {
+                "name": name,
+                "package": package,
+                "title": title,
+                "author": _toml_author(maintainer),
+            }
             _write(os.path.join(root, "pyproject.toml"), PYPROJECT.format(**values))
             _write(os.path.join(root, "README.md"), README.format(**values))
     except OSError as error:

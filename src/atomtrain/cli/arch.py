@@ -43,6 +43,12 @@ def add_parser(commands) -> None:
         action="store_true",
         help="create a stand-alone pip package with an entry point",
     )
+    new.add_argument(
+        "--maintainer",
+        metavar="'NAME <EMAIL>'",
+        help="who maintains it (an email or an @handle); default: asked on a "
+        "terminal, else git's user.name <user.email>",
+    )
     new.set_defaults(run=run_new)
 
     def show_help(args) -> int:
@@ -91,8 +97,9 @@ def run_check(args) -> int:
 
 
 def run_new(args) -> int:
-    from atomtrain.architectures.scaffold import scaffold
+    from atomtrain.architectures.scaffold import choose_maintainer, scaffold
 
-    path = scaffold(args.name, args.dir, args.plugin)
+    maintainer = choose_maintainer(args.maintainer, sys.stdin.isatty())
+    path = scaffold(args.name, args.dir, args.plugin, maintainer)
     print(f"created architecture '{args.name}' in {path}")
     return 0
