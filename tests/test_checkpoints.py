@@ -10,10 +10,11 @@ import yaml
 
 from atomtrain.architectures.soap_bpnn.model import SoapBpnn
 from atomtrain.cli import main
-from atomtrain.cli.eval import evaluate_structures
 from atomtrain.data.dataset import read_dataset
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.errors import UserError
+from atomtrain.evaluation.engine import evaluate_model
+from atomtrain.evaluation.writing import AtomsCollector
 from atomtrain.options.expand import expand_dataset
 from atomtrain.options.schema import DatasetSection
 from atomtrain.options.validation import validate
@@ -83,10 +84,9 @@ def structures():
 
 def predictions(model):
     info = model.dataset_info
-    batches, _ = evaluate_structures(
-        model, structures(), info, torch.float32, torch.device("cpu"), "t", 8
-    )
-    return torch.cat([b.values["energy"] for b in batches]).detach()
+    frames = AtomsCollector(info)
+    evaluate_model(model, structures(), info, 8, output=frames, dtype=torch.float32)
+    return torch.tensor([atoms.get_potential_energy() for atoms in frames.frames])
 
 
 # --------------------------------------------------------------------- loading
@@ -200,7 +200,7 @@ def test_checkpoint_is_upgraded_to_the_next_version(here):
 
 def test_checkpoint_is_upgraded_by_the_cli_loader(here, monkeypatch):
     import atomtrain.architectures.soap_bpnn as architecture
-    from atomtrain.cli.export import load_model
+    from atomtrain.api.models import load_checkpoint as load_model
 
     SoapBpnnV2.upgraded = 0
     monkeypatch.setattr(architecture, "__model__", SoapBpnnV2)

@@ -384,13 +384,13 @@ def exported(model, tmp_path_factory):
 
 
 def test_exported_model_matches_in_memory(model, exported, ethanol, carbon):
-    from atomtrain.cli.eval import exported_call
+    from atomtrain.evaluation.models import model_call
 
     _, loaded = exported
     assert loaded.capabilities().dtype == "float64"
     for structures in (ethanol, carbon):
         direct = run(model, [fresh(s) for s in structures])
-        saved = run(model, [fresh(s) for s in structures], exported_call(loaded))
+        saved = run(model, [fresh(s) for s in structures], model_call(loaded))
         assert set(saved.stress) == set(direct.stress)
         for field in ("values", "forces", "stress"):
             for name, expected in getattr(direct, field).items():

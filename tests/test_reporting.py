@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from atomtrain.cli import main
-from atomtrain.cli.eval import metrics_table
 from atomtrain.errors import UserError
+from atomtrain.evaluation.tables import metrics_table
 from atomtrain.options.load import expand_options
 from atomtrain.training.loggers import TensorBoardLogger, WandbLogger, scalars
 from atomtrain.training.progress import ProgressBars, bar

@@ -243,7 +243,7 @@ def test_model_with_zbl_is_model_without_plus_zbl(name, compressed, tmp_path):
         pytest.importorskip("mace")
     from metatomic.torch import load_atomistic_model
 
-    from atomtrain.cli.eval import exported_call
+    from atomtrain.evaluation.models import model_call
     from atomtrain.export import save_exported
 
     without = build(name, False)
@@ -257,7 +257,7 @@ def test_model_with_zbl_is_model_without_plus_zbl(name, compressed, tmp_path):
     loaded = load_atomistic_model(path)
     for structures in compressed:
         in_memory = check_plus_zbl(with_zbl, without, structures)
-        exported = run(with_zbl, structures, call=exported_call(loaded))
+        exported = run(with_zbl, structures, call=model_call(loaded))
         for field in ("values", "forces", "stress"):
             for key, value in getattr(in_memory, field).items():
                 torch.testing.assert_close(

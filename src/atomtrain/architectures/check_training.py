@@ -341,7 +341,7 @@ def _torchscript(ctx: _Context) -> str:
     import torch
     from metatomic.torch import load_atomistic_model
 
-    from atomtrain.cli.eval import exported_call
+    from atomtrain.evaluation.models import model_call
     from atomtrain.export import save_exported
 
     try:
@@ -374,7 +374,7 @@ def _torchscript(ctx: _Context) -> str:
     dtype = next(model.parameters()).dtype
     structures = ctx.data()[:2]
     try:
-        errors = _errors(model, structures, dtype, call=exported_call(loaded))
+        errors = _errors(model, structures, dtype, call=model_call(loaded))
     except Exception as error:
         raise _Fail(
             f"the exported model failed to run: {_describe_error(error)}",

@@ -16,6 +16,7 @@ from typing import Any
 import typing_extensions
 
 from atomtrain.errors import UserError, did_you_mean
+from atomtrain.options.merge import deep_merge
 from atomtrain.options.validation import validate
 
 
@@ -56,16 +57,6 @@ def defaults_of(cls) -> dict:
         for n, v in vars(cls).items()
         if not n.startswith("_") and not callable(v)
     }
-
-
-def deep_merge(defaults: dict, user: dict) -> dict:
-    merged = copy.deepcopy(defaults)
-    for key, value in user.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _check_plain_keys(defaults: dict, user: dict, where: str, arch: str):

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+from atomtrain.architecture_names import record
 from atomtrain.errors import UserError, did_you_mean
 
 
@@ -144,12 +145,5 @@ def import_architecture(name: str) -> ModuleType:
                 "in its __init__.py; an architecture must set __model__ and "
                 "__trainer__ to its model and trainer classes."
             )
-    return module
-
-
-def architecture_of_module(module: str) -> str:
-    """Registry name of the architecture whose package is ``module``."""
-    for name, spec in all_architectures().items():
-        if module == spec.module or module.startswith(spec.module + "."):
-            return name
+    record(spec.module, spec.name)  # for checkpoints, written below the registry
     return module

@@ -4,39 +4,29 @@ from __future__ import annotations
 
 import logging
 
-from atomtrain.architectures.registry import import_architecture
-from atomtrain.training.checkpoints import atomic_save, read_checkpoint
+from atomtrain.api.models import upgrade_checkpoint
+from atomtrain.cli.common import add_command, add_output
 
 
 logger = logging.getLogger("atomtrain")
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
+    parser = add_command(
+        commands,
         "upgrade",
-        help="rewrite a checkpoint at the installed checkpoint versions",
-        description="Run the architecture's checkpoint upgrades (model and "
-        "trainer) and write the result, in place unless -o names another file.",
+        "rewrite a checkpoint at the installed checkpoint versions",
+        "Run the architecture's checkpoint upgrades (model and trainer) and write "
+        "the result, in place unless -o names another file.",
+        run,
     )
     parser.add_argument("checkpoint", help="checkpoint (.ckpt) to upgrade")
-    parser.add_argument(
-        "-o", "--output", default=None, help="output file (default: CHECKPOINT)"
-    )
-    parser.set_defaults(run=run)
+    add_output(parser, None, "output file (default: CHECKPOINT)")
 
 
 def run(args) -> int:
-    checkpoint = read_checkpoint(args.checkpoint)
-    architecture = import_architecture(checkpoint["architecture_name"])
-    before = (
-        checkpoint.get("model_ckpt_version", 1),
-        checkpoint.get("trainer_ckpt_version", 1),
-    )
-    checkpoint = architecture.__model__.upgrade_checkpoint(checkpoint)
-    checkpoint = architecture.__trainer__.upgrade_checkpoint(checkpoint)
-    after = (checkpoint["model_ckpt_version"], checkpoint["trainer_ckpt_version"])
     output = args.output or args.checkpoint
-    atomic_save(checkpoint, output)
+    before, after = upgrade_checkpoint(args.checkpoint, output)
     logger.info(
         f"upgraded {args.checkpoint} (model v{before[0]} -> v{after[0]}, trainer "
         f"v{before[1]} -> v{after[1]}) into {output}"

@@ -207,11 +207,11 @@ class ArchitectureTests:
 
     @pytest.mark.parametrize("which", ["ethanol", "carbon"])
     def test_exported_matches_in_memory(self, model, exported, request, which):
-        from atomtrain.cli.eval import exported_call
+        from atomtrain.evaluation.models import model_call
 
         structures = self._structures(request, which)
         direct = run(model, structures)
-        saved = run(model, structures, call=exported_call(exported[1]))
+        saved = run(model, structures, call=model_call(exported[1]))
         assert_batches_close(saved, direct, self.rtol, self.atol)
 
     @pytest.mark.parametrize("context", CONTEXTS)

@@ -19,7 +19,7 @@ import torch
 
 from atomtrain import __version__
 from atomtrain.abc import Context, ModelInterface, TrainerInterface
-from atomtrain.architectures.registry import architecture_of_module
+from atomtrain.architecture_names import architecture_name
 from atomtrain.data import loading
 from atomtrain.data.sequences import concatenate, sizes_of
 from atomtrain.data.structure import Structure
@@ -518,7 +518,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         if not distributed.current().is_main:
             return
         checkpoint = {
-            "architecture_name": architecture_of_module(type(model).__module__),
+            "architecture_name": architecture_name(type(model).__module__),
             "atomtrain_version": __version__,
             **model.get_checkpoint(),
             "lora_state_dict": None,

@@ -4,11 +4,10 @@ from given epochs on (``loss_schedule``) and during stage two (``stage_two``).""
 from __future__ import annotations
 
 from atomtrain.errors import UserError
+from atomtrain.options.merge import deep_merge
 
 
 def _merged(loss: dict, change: dict, where: str) -> dict:
-    from atomtrain.architectures.hypers import deep_merge
-
     unknown = set(change) - set(loss)
     if unknown:
         raise UserError(

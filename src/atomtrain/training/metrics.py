@@ -38,6 +38,10 @@ class Metrics:
             result[f"{label} MAE ({unit})"] = ab / n * factor
         return result
 
+    def label(self, name: str, kind: str) -> str:
+        """The quantity's name in the report (``forces``, ``U0``, ...)."""
+        return self._describe(name, kind)[0]
+
     def _describe(self, name: str, kind: str) -> tuple[str, float, str]:
         info = self.targets[name]
         short = display_name(name)

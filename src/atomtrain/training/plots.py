@@ -12,19 +12,18 @@ import csv
 import logging
 import math
 import os
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
-import torch
 
-from atomtrain.cli.eval import Evaluation, metric_parts
 from atomtrain.data.info import DatasetInfo
+from atomtrain.evaluation.engine import Evaluation
+from atomtrain.evaluation.tables import metric_parts
 from atomtrain.training.files import atomic_write
 from atomtrain.training.metrics import Metrics
 
 
 logger = logging.getLogger("atomtrain")
-MAX_POINTS = 20_000  # per panel: more only slows drawing, the errors use all
 PANEL = 4.0  # inches
 
 
@@ -143,71 +142,38 @@ def _axis_unit(info: DatasetInfo, name: str, kind: str) -> str:
     return target.unit
 
 
-def parity_pairs(
-    evaluation: Evaluation, info: DatasetInfo
-) -> Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]]:
-    """(predicted, reference) per (target, kind), flat, for the labelled rows;
-    energies per atom, as in the metrics."""
-    parts: Dict[Tuple[str, str], Tuple[list, list]] = {}
-    for predicted, reference, n_atoms in zip(
-        evaluation.predictions, evaluation.references, evaluation.n_atoms
-    ):
-        for name, target in info.targets.items():
-            for kind in ("values", "forces", "stress"):
-                p = getattr(predicted, kind).get(name)
-                r = getattr(reference, kind).get(name)
-                if p is None or r is None:
-                    continue
-                rows = reference.rows[(name, kind)]
-                p = p[rows]
-                if kind == "values" and target.is_energy and not target.per_atom:
-                    per = n_atoms[rows].view(-1, *[1] * (p.dim() - 1))
-                    p, r = p / per, r / per
-                entry = parts.setdefault((name, kind), ([], []))
-                entry[0].append(p.detach().double().cpu().reshape(-1))
-                entry[1].append(r.detach().double().cpu().reshape(-1))
-    return {
-        key: (torch.cat(p).numpy(), torch.cat(r).numpy())
-        for key, (p, r) in parts.items()
-    }
-
-
-def _errors_title(info: DatasetInfo, name: str, kind: str, error) -> str:
-    metrics = Metrics(info.targets)
-    metrics.update({name: {kind: torch.from_numpy(error)}})
-    label, stats = name, {}
-    for key, value in metrics.report().items():
-        label, stat, unit = metric_parts(key)
-        stats[stat] = f"{value:.4g} {unit}"
+def _errors_title(evaluation: Evaluation, name: str, kind: str) -> str:
+    """The panel's label with its exact MAE and RMSE (over every labelled
+    structure, not only the plotted sample)."""
+    metrics = Metrics(evaluation.info.targets)
+    label = metrics.label(name, kind)
+    stats = {}
+    for key, value in evaluation.metrics.items():
+        key_label, stat, unit = metric_parts(key)
+        if key_label == label:
+            stats[stat] = f"{value:.4g} {unit}"
     return f"{label}\nMAE {stats.get('MAE')}, RMSE {stats.get('RMSE')}"
 
 
-def write_parity_plot(
-    path: str, evaluation: Evaluation, info: DatasetInfo, split: str
-) -> bool:
+def write_parity_plot(path: str, evaluation: Evaluation, split: str) -> bool:
     """Predicted against reference for every target, forces and stress of one
-    split, MAE and RMSE in each title; False when nothing has a reference."""
+    split (a bounded random sample of the points), exact MAE and RMSE in each
+    title; False when nothing has a reference."""
     from matplotlib.ticker import MaxNLocator
 
-    pairs = parity_pairs(evaluation, info)
+    pairs = evaluation.sample.pairs()
     if not pairs:
         logger.info(f"no reference values in {split}: no parity plot")
         return False
-    n_structures = sum(len(n) for n in evaluation.n_atoms)
-    figure, axes = _figure(len(pairs), f"{split} ({n_structures} structures)")
-    random = np.random.default_rng(0)
+    title = f"{split} ({evaluation.n_structures} structures)"
+    figure, axes = _figure(len(pairs), title)
     for ax, ((name, kind), (predicted, reference)) in zip(axes, pairs.items()):
-        ax.set_title(
-            _errors_title(info, name, kind, predicted - reference), fontsize=10
-        )
-        if len(predicted) > MAX_POINTS:
-            keep = random.choice(len(predicted), MAX_POINTS, replace=False)
-            predicted, reference = predicted[keep], reference[keep]
+        ax.set_title(_errors_title(evaluation, name, kind), fontsize=10)
         ax.scatter(reference, predicted, s=6, alpha=0.5, linewidths=0)
         low = float(min(reference.min(), predicted.min()))
         high = float(max(reference.max(), predicted.max()))
         ax.plot([low, high], [low, high], color="black", linewidth=0.8)
-        unit = _axis_unit(info, name, kind)
+        unit = _axis_unit(evaluation.info, name, kind)
         ax.set_xlabel(f"reference ({unit})" if unit else "reference")
         ax.set_ylabel(f"predicted ({unit})" if unit else "predicted")
         ax.set_aspect("equal", adjustable="datalim")

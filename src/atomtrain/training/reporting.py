@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List
+from typing import Dict, List, Optional
 
+from atomtrain.data.sequences import Dataset, concatenate
+from atomtrain.evaluation.engine import evaluate_model
+from atomtrain.evaluation.tables import log_metrics
 from atomtrain.options.schema import LoggingSection
 from atomtrain.training.observers import TrainingObserver
 
@@ -67,59 +70,78 @@ def make_observers(options: dict, output_dir: str) -> List[TrainingObserver]:
 
 def report_after_training(
     model, splits: dict, dataset_info, dtype, device, options: dict, output_dir: str
-) -> None:
-    """Learning curves, one parity plot per split and a table of the exported
-    model's metrics per split. The model is already saved: a failure here is
-    logged as a warning and never fails the run."""
+) -> Dict[str, Dict[str, float]]:
+    """A table of the exported model's metrics per split, learning curves and
+    one parity plot per split (with matplotlib and ``logging.plots``). The test
+    split is scored whole, streamed; training and validation splits (plotted
+    only) are thinned to MAX_STRUCTURES. The model is already saved: a failure
+    of the plots is logged as a warning and never fails the run. Returns the
+    metrics per split."""
     settings = logging_options(options)
-    if not settings["plots"] or not is_main_process():
-        return
-    from atomtrain.training.plots import have_matplotlib
+    main = is_main_process()
+    plots = settings["plots"] and main
+    if plots:
+        from atomtrain.training.plots import (
+            have_matplotlib,
+            write_learning_curves,
+            write_parity_plot,
+        )
 
-    if not have_matplotlib():
-        return
-    try:
-        _plots(model, splits, dataset_info, dtype, device, options, output_dir)
-    except Exception as error:  # plots are a convenience, the model is safe
-        logger.warning(f"warning: the plots could not be made ({error!r})")
-
-
-def _plots(model, splits, dataset_info, dtype, device, options, output_dir) -> None:
-    from atomtrain.cli.eval import gather_predictions, log_metrics
-    from atomtrain.training.plots import write_learning_curves, write_parity_plot
-
-    write_learning_curves(
-        os.path.join(output_dir, "train.csv"),
-        os.path.join(output_dir, "learning_curves.png"),
-    )
+        plots = have_matplotlib()
     training = options.get("architecture", {}).get("training", {})
     batch_size = int(training.get("batch_size", 8))
-    progress = logging_options(options)["progress_bar"]
     reports, sampled = {}, False
     for split, datasets in splits.items():
-        structures, total = _sample(datasets, MAX_STRUCTURES)
+        if split != "test" and not plots:
+            continue
+        limit = None if split == "test" else MAX_STRUCTURES
+        structures, total = _sample(datasets, limit)
         if not structures:
             continue
-        evaluation = gather_predictions(
-            model, structures, dataset_info, dtype, device, batch_size, progress, split
+        evaluation = evaluate_model(
+            model,
+            structures,
+            dataset_info,
+            batch_size,
+            device=device,
+            dtype=dtype,
+            progress=settings["progress_bar"] if main else "never",
+            label=split,
         )
-        label = split if len(structures) == total else f"{split} ({total} in all)"
+        reports[split] = evaluation.metrics
         sampled = sampled or len(structures) < total
-        reports[split] = evaluation.report
-        path = os.path.join(output_dir, f"parity_{split}.png")
-        write_parity_plot(path, evaluation, dataset_info, label)
+        if plots:
+            label = split if len(structures) == total else f"{split} ({total} in all)"
+            path = os.path.join(output_dir, f"parity_{split}.png")
+            _safely(write_parity_plot, path, evaluation, label)
+    if plots:
+        _safely(
+            write_learning_curves,
+            os.path.join(output_dir, "train.csv"),
+            os.path.join(output_dir, "learning_curves.png"),
+        )
     title = "metrics of the exported model"
     if sampled:
-        title += f" (at most {MAX_STRUCTURES} structures per split)"
+        title += f" (at most {MAX_STRUCTURES} structures of training and validation)"
     log_metrics(title, reports)
+    return reports
 
 
-def _sample(datasets, limit: int) -> tuple[list, int]:
-    """At most ``limit`` structures spread evenly over the datasets of a split
-    (lists, or lazy sequences that are never read whole), and their total."""
+def _safely(draw, *args) -> None:
+    """Plots are a convenience and the model is safe: a failure is a warning."""
+    try:
+        draw(*args)
+    except Exception as error:
+        logger.warning(f"warning: a plot could not be made ({error!r})")
+
+
+def _sample(datasets, limit: Optional[int]) -> tuple[Dataset, int]:
+    """At most ``limit`` structures (all with None) spread evenly over the
+    datasets of a split, and their total; lazy datasets are never read whole
+    (the structures are read when evaluated)."""
     total = sum(len(dataset) for dataset in datasets)
-    if total <= limit:
-        return [s for dataset in datasets for s in dataset], total
+    if limit is None or total <= limit:
+        return concatenate(list(datasets)), total
     picks = sorted({round(i * (total - 1) / (limit - 1)) for i in range(limit)})
     chosen, offset = [], 0
     for dataset in datasets:
