@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from metatomic.torch import AtomisticModel, ModelCapabilities, ModelMetadata
 
 from atomtrain.architecture_names import architecture_name
 from atomtrain.data.units import LENGTH_UNIT
+from atomtrain.errors import UserError
 
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
@@ -83,3 +84,85 @@ def save_exported(atomistic: AtomisticModel, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------
+# dispersion added at export: metatomic's DFT-D3(BJ) wrapper
+
+
+D3_REFERENCES = [
+    "https://doi.org/10.1063/1.3382344",  # DFT-D3
+    "https://doi.org/10.1002/jcc.21759",  # Becke-Johnson damping
+]
+
+
+def d3_damping(functional: str) -> Dict[str, float]:
+    """The Becke-Johnson damping parameters (``a1``, ``a2`` in Bohr, ``s6``,
+    ``s8``) of ``functional`` in Grimme's table, as tad-dftd3 ships it."""
+    try:
+        from tad_dftd3.param import get_functional_params
+    except ImportError:
+        raise UserError(
+            "atomtrain export --d3 reads the functionals' D3 damping parameters "
+            "from the tad-dftd3 package, which is not installed. Install it with "
+            "pip install 'atomtrain[d3]'."
+        ) from None
+    try:
+        params = get_functional_params(functional, damping="bj")
+    except KeyError:
+        raise UserError(
+            f"--d3 {functional}: no D3 parameters for a functional of that name. "
+            f"Give a density functional of Grimme's D3(BJ) table, e.g. "
+            f"{', '.join(_FUNCTIONAL_EXAMPLES)} (names are case- and hyphen-"
+            "insensitive)."
+        ) from None
+    except ValueError:
+        raise UserError(
+            f"--d3 {functional}: the D3 table has no Becke-Johnson damping "
+            "parameters for this functional, and metatomic's DFTD3 implements "
+            "that damping only. Choose a functional with D3(BJ) parameters, e.g. "
+            f"{', '.join(_FUNCTIONAL_EXAMPLES)}."
+        ) from None
+    return {key: float(params[key]) for key in ("a1", "a2", "s6", "s8")}
+
+
+_FUNCTIONAL_EXAMPLES = ("pbe", "pbe0", "b3lyp", "r2scan", "revpbe", "tpss")
+
+
+def with_d3(atomistic: AtomisticModel, functional: str) -> AtomisticModel:
+    """``atomistic`` with the D3(BJ) dispersion energy of ``functional`` added
+    to each of its energy outputs (and to direct forces and stress, when it has
+    them), by metatomic's :class:`~metatomic.torch.dftd3.DFTD3`: forces and
+    stress of the energy follow by automatic differentiation. The three-body
+    term is not included."""
+    from metatomic.torch.dftd3 import DFTD3
+
+    damping = d3_damping(functional)
+    outputs = atomistic.capabilities().outputs
+    corrected = {
+        name: damping
+        for name in outputs
+        if name.split("/")[0]
+        in ("energy", "non_conservative_force", "non_conservative_stress")
+    }
+    if not any(name.split("/")[0] == "energy" for name in corrected):
+        raise UserError(
+            f"--d3 {functional}: the model has no energy output to add dispersion "
+            f"to (its outputs are {', '.join(outputs)})."
+        )
+    wrapped = DFTD3.wrap(atomistic, damping_params=corrected)
+    old = atomistic.metadata()
+    references = {k: list(v) for k, v in old.references.items()}
+    references["implementation"] = references.get("implementation", []) + [
+        r for r in D3_REFERENCES if r not in references.get("implementation", [])
+    ]
+    extra = dict(old.extra)
+    extra["atomtrain.d3"] = functional
+    metadata = ModelMetadata(
+        old.name,
+        f"{old.description} With D3(BJ) dispersion for {functional}.".strip(),
+        list(old.authors),
+        references,
+        extra,
+    )
+    return AtomisticModel(wrapped.module, metadata, wrapped.capabilities())
