@@ -7,7 +7,7 @@ import pytest
 import torch
 from metatomic.torch import ModelEvaluationOptions, load_atomistic_model
 
-from atomtrain.architectures.hypers import deep_merge, defaults_of
+from atomtrain.architectures.hypers import deep_merge, defaults_of, resolve_hypers
 from atomtrain.architectures.registry import import_architecture, import_documentation
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.data.systems import compute_neighbors, make_system
@@ -132,3 +132,26 @@ def test_unknown_functional_is_a_user_error(model):
     with pytest.raises(UserError, match="no D3 parameters for a functional") as error:
         with_d3(model.export(), "pbx")
     assert "pbe" in str(error.value)
+
+
+def test_export_command_with_d3(model, tmp_path, capsys):
+    from atomtrain.cli import main
+
+    name = "soap_bpnn"
+    documentation = import_documentation(name)
+    training = resolve_hypers(
+        documentation.TrainerHypers, {}, "architecture.training", name
+    )
+    trainer = import_architecture(name).__trainer__(training)
+    checkpoint = str(tmp_path / "model.ckpt")
+    trainer.save_checkpoint(model, checkpoint)
+    output = str(tmp_path / "model-d3.pt")
+    assert main(["export", checkpoint, "-o", output, "--d3", "r2scan"]) == 0
+    loaded = load_atomistic_model(output)
+    assert loaded.metadata().extra["atomtrain.d3"] == "r2scan"
+    plain = str(tmp_path / "model.pt")
+    assert main(["export", checkpoint, "-o", plain]) == 0
+    assert "atomtrain.d3" not in load_atomistic_model(plain).metadata().extra
+    capsys.readouterr()
+    assert main(["export", checkpoint, "-o", output, "--d3", "pbx"]) != 0
+    assert "no D3 parameters for a functional" in capsys.readouterr().err

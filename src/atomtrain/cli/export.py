@@ -17,8 +17,14 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("checkpoint", help="checkpoint written by 'atomtrain train'")
     add_output(parser, "model.pt", "exported model file")
+    parser.add_argument(
+        "--d3",
+        metavar="FUNCTIONAL",
+        help="add the DFT-D3(BJ) dispersion of this density functional (e.g. pbe, "
+        "r2scan) to the exported energy; needs pip install 'atomtrain[d3]'",
+    )
 
 
 def run(args) -> int:
-    export_checkpoint(args.checkpoint, args.output)
+    export_checkpoint(args.checkpoint, args.output, d3=args.d3)
     return 0
