@@ -1,6 +1,7 @@
 """Helpers for the architectures' last-layer features (the contract point that
-uncertainty needs): a linear layer ``y = x W^T + b``, scaled by the target's
-scale, is linear in the features ``[x, 1]`` with weights ``[W^T; b] * scale``."""
+uncertainty needs, see atomtrain.uncertainty): a linear layer ``y = x W^T + b``,
+scaled by the target's scale, is linear in the features ``[x, 1]`` with weights
+``[W^T; b] * scale``."""
 
 from typing import Optional
 

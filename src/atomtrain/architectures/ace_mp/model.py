@@ -14,12 +14,12 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.heads import CartesianHead, SphericalHead, check_equivariant
+from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
 from atomtrain.nn.outputs import declared_outputs, output_map, spherical_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics, l1_to_cartesian
 from atomtrain.nn.zbl import add_repulsion, make_zbl, zbl_lists
-from atomtrain.uncertainty.last_layer import linear_weights, with_bias_column
 
 
 class Readout(torch.nn.Module):

@@ -14,11 +14,11 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
 from atomtrain.nn.heads import CartesianHead, SphericalHead, check_equivariant
+from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.outputs import declared_outputs, output_map, spherical_map
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
 from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
-from atomtrain.uncertainty.last_layer import linear_weights, with_bias_column
 
 
 class ScalarHead(torch.nn.Module):

@@ -12,11 +12,11 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.last_layer import linear_weights, per_element_features
 from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.soap import SoapPowerSpectrum
 from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
-from atomtrain.uncertainty.last_layer import linear_weights, per_element_features
 
 
 class ElementNetworks(torch.nn.Module):
