@@ -25,6 +25,7 @@ from atomtrain.training.isolated_atoms import isolated_atom_energies
 from atomtrain.training.observers import Observers
 from atomtrain.training.reporting import make_observers, report_after_training
 from atomtrain.training.runs import find_resumable, new_run_dir
+from atomtrain.uncertainty.checkpoint import calibrate_after_training
 
 
 logger = logging.getLogger("atomtrain")
@@ -212,6 +213,9 @@ def _train(
     _, export_model, _ = load_checkpoint(result.checkpoint, "export")
     result.exported = os.path.join(output_dir, "model.pt")
     save_exported(export_model.export(), result.exported)
+    calibrate_after_training(
+        options, export_model, train_sets, val_sets, dtype, device, result.exported
+    )
     if copy_to is not None:
         _copy_outputs(output_dir, copy_to, (result.checkpoint, result.exported))
     splits = {"train": train_sets, "validation": val_sets, "test": test_sets}

@@ -14,6 +14,7 @@ from atomtrain.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     from atomtrain.cli import arch as arch_command
+    from atomtrain.cli import calibrate as calibrate_command
     from atomtrain.cli import data as data_command
     from atomtrain.cli import eval as eval_command
     from atomtrain.cli import export as export_command
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_command,
         eval_command,
         export_command,
+        calibrate_command,
         arch_command,
         upgrade_command,
         data_command,

@@ -1,0 +1,121 @@
+"""Calibrate the uncertainty of a checkpoint or of a model that just trained,
+and write the exported model with the uncertainty outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import List, Optional
+
+import torch
+
+from atomtrain.data.structure import Structure
+from atomtrain.errors import UserError
+from atomtrain.export import save_exported
+from atomtrain.uncertainty.export import (
+    DEFAULT_MEMBERS,
+    calibrate_llpr,
+    describe,
+    export_uncertainty,
+)
+
+
+logger = logging.getLogger("atomtrain")
+
+
+def read_structures(path: str, what: str) -> List[Structure]:
+    """The structures of a dataset section (YAML, as for ``atomtrain eval``)
+    or of a structure file."""
+    from atomtrain.data.dataset import read_dataset
+    from atomtrain.options.expand import expand_dataset
+    from atomtrain.options.load import read_yaml
+    from atomtrain.options.schema import DatasetSection
+    from atomtrain.options.validation import validate
+
+    if not os.path.exists(path):
+        raise UserError(f"{what} file '{path}' does not exist.")
+    section = read_yaml(path) if path.endswith((".yaml", ".yml")) else path
+    if not isinstance(section, dict):
+        section = {"systems": section}
+    section = expand_dataset(section, what)
+    section = validate(DatasetSection, section, prefix=what).model_dump()
+    structures, _ = read_dataset(section, {})
+    return list(structures)
+
+
+def training_structures(checkpoint_path: str) -> List[Structure]:
+    """The training split of the run that wrote ``checkpoint_path``, rebuilt
+    from the ``options_restart.yaml`` beside it (same files, seed, fractions)."""
+    from atomtrain.data.dataset import load_datasets
+    from atomtrain.options.load import read_yaml
+
+    folder = os.path.dirname(os.path.abspath(checkpoint_path))
+    path = os.path.join(folder, "options_restart.yaml")
+    if not os.path.exists(path):
+        raise UserError(
+            f"there is no options_restart.yaml beside '{checkpoint_path}' to find "
+            "its training set: name the structures the covariance is accumulated "
+            "over with --train (a dataset YAML or a structure file)."
+        )
+    try:
+        train = load_datasets(read_yaml(path))[0]
+    except UserError as error:
+        raise UserError(
+            f"cannot read the training set named in '{path}' ({error}); name it "
+            "with --train."
+        ) from None
+    return [s for dataset in train for s in dataset]
+
+
+def calibrate_checkpoint(
+    model,
+    checkpoint_path: str,
+    calibration_path: str,
+    output: str,
+    train_path: Optional[str] = None,
+    members: int = DEFAULT_MEMBERS,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> dict:
+    """``atomtrain calibrate`` on ``model``, loaded from ``checkpoint_path``
+    for export; returns what was fitted, per target."""
+    if not output.endswith(".pt"):
+        raise UserError(f"the calibrated model name '{output}' must end in .pt.")
+    if members < 2 or members % 2:
+        raise UserError(f"--members must be an even number >= 2, got {members}.")
+    calibration = read_structures(calibration_path, "calibration")
+    if train_path is None:
+        train = training_structures(checkpoint_path)
+    else:
+        train = read_structures(train_path, "train")
+    dtype = next(model.parameters()).dtype
+    wrapper, calibrated = calibrate_llpr(
+        model, train, calibration, dtype, torch.device(device), members, batch_size
+    )
+    description = describe(calibrated, members)
+    save_exported(export_uncertainty(wrapper, description=description), output)
+    logger.info(f"calibrated model written to {output}")
+    return description
+
+
+def calibrate_after_training(
+    options: dict, model, train, val, dtype, device, exported_path: str
+) -> None:
+    """``uncertainty:`` in the training options: calibrate on the validation
+    set and write ``exported_path`` with the uncertainty outputs."""
+    section = options.get("uncertainty") or False
+    if section is False:
+        return
+    train = [s for dataset in train for s in dataset]
+    val = [s for dataset in val for s in dataset]
+    if not val:
+        raise UserError(
+            "uncertainty needs a validation set to calibrate on: set "
+            "validation_set to a fraction above 0 or to a dataset."
+        )
+    members = section.get("ensemble_members", DEFAULT_MEMBERS)
+    wrapper, calibrated = calibrate_llpr(model, train, val, dtype, device, members)
+    description = describe(calibrated, members)
+    save_exported(export_uncertainty(wrapper, description=description), exported_path)
+    logger.info(f"{exported_path} has uncertainty outputs: {json.dumps(description)}")

@@ -1,0 +1,119 @@
+"""``atomtrain train`` with ``uncertainty: true`` and ``atomtrain calibrate``:
+both write a model with metatomic's uncertainty outputs, and they agree."""
+
+import glob
+import os
+
+import ase.io
+import pytest
+import torch
+import yaml
+from metatomic.torch import ModelEvaluationOptions, ModelOutput, load_atomistic_model
+
+from atomtrain.cli import main
+from atomtrain.data.systems import compute_neighbors, make_system
+from atomtrain.errors import UserError
+from atomtrain.testing.fixtures import read_bundled
+
+
+RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
+TARGETS = {"energy": {"key": "energy", "unit": "kcal/mol", "forces": {"key": "forces"}}}
+
+
+def write_yaml(path, data):
+    with open(path, "w") as file:
+        yaml.safe_dump(data, file)
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    frames = ase.io.read(os.path.join(RESOURCES, "ethanol_reduced_100.xyz"), ":40")
+    ase.io.write("ethanol.xyz", frames[:30])
+    ase.io.write("calibration.xyz", frames[30:])
+    write_yaml(
+        "options.yaml",
+        {
+            "architecture": {
+                "name": "soap_bpnn",
+                "model": {
+                    "soap": {"max_angular": 2, "max_radial": 3},
+                    "bpnn": {"num_neurons_per_layer": 16},
+                },
+                "training": {"num_epochs": 2},
+            },
+            "training_set": {"systems": "ethanol.xyz", "targets": TARGETS},
+            "validation_set": {"systems": "calibration.xyz", "targets": TARGETS},
+            "seed": 7,
+            "base_precision": 64,
+            "uncertainty": {"ensemble_members": 4},
+        },
+    )
+    write_yaml("calibration.yaml", {"systems": "calibration.xyz", "targets": TARGETS})
+    return tmp_path
+
+
+def sigmas(path):
+    model = load_atomistic_model(path)
+    structures = read_bundled("ethanol")[:3]
+    requests = model.requested_neighbor_lists()
+    compute_neighbors(structures, requests)
+    systems = [make_system(s, requests, torch.float64, "cpu")[0] for s in structures]
+    outputs = {
+        "energy": ModelOutput(sample_kind="system"),
+        "energy_uncertainty": ModelOutput(sample_kind="system"),
+        "energy_ensemble": ModelOutput(sample_kind="system"),
+    }
+    options = ModelEvaluationOptions(length_unit="angstrom", outputs=outputs)
+    return {
+        k: v.block().values
+        for k, v in model(systems, options, check_consistency=True).items()
+    }
+
+
+def test_train_with_uncertainty_then_calibrate(folder):
+    assert main(["train", "options.yaml"]) == 0
+    trained = sigmas("model.pt")
+    assert trained["energy_ensemble"].shape == (3, 4)
+    assert float(trained["energy_uncertainty"].min()) > 0
+    # the same checkpoint, training set (from options_restart.yaml) and
+    # calibration set (the validation set of training): the same outputs
+    run = glob.glob("outputs/*/*/model.ckpt")[0]
+    command = ["calibrate", run, "calibration.yaml", "-o", "other.pt"]
+    assert main(command + ["--members", "4"]) == 0
+    other = sigmas("other.pt")
+    for name in ("energy", "energy_uncertainty", "energy_ensemble"):
+        torch.testing.assert_close(other[name], trained[name])
+    # a covariance over other structures changes the uncertainty, not the energy
+    assert main(command + ["--train", "calibration.xyz"]) == 0
+    third = sigmas("other.pt")
+    torch.testing.assert_close(third["energy"], trained["energy"])
+    assert third["energy_ensemble"].shape == (3, 32)
+    assert not torch.allclose(
+        third["energy_uncertainty"], trained["energy_uncertainty"]
+    )
+
+
+def test_calibrate_refuses_bad_inputs(folder):
+    from atomtrain.cli import build_parser
+    from atomtrain.cli.calibrate import run as calibrate
+
+    parser = build_parser()
+    args = parser.parse_args(["calibrate", "missing.ckpt", "calibration.yaml"])
+    with pytest.raises(UserError, match="missing.ckpt"):
+        calibrate(args)
+    assert main(["train", "options.yaml"]) == 0
+    for extra, message in (
+        (["-o", "model.ckpt2"], "must end in .pt"),
+        (["--members", "3"], "even number"),
+        (["--train", "nowhere.xyz"], "nowhere.xyz"),
+    ):
+        args = parser.parse_args(
+            ["calibrate", "model.ckpt", "calibration.yaml", *extra]
+        )
+        with pytest.raises(UserError, match=message):
+            calibrate(args)
+    # model.ckpt copied out of its run folder has no options_restart.yaml beside
+    args = parser.parse_args(["calibrate", "model.ckpt", "calibration.yaml"])
+    with pytest.raises(UserError, match="--train"):
+        calibrate(args)
