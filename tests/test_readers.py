@@ -213,3 +213,73 @@ def test_exported_model_ignores_the_box(trained_on_boxes, monkeypatch):
         assert not a.pbc.any() and not a.cell.any()
         assert a.get_potential_energy() == b.get_potential_energy()
         np.testing.assert_array_equal(a.get_forces(), b.get_forces())
+
+
+def _strain_derivative(atoms, step: float = 1e-5) -> np.ndarray:
+    """dE/dε by central differences of EMT energies under symmetric strains,
+    positions carried with the cell (as ASE defines its stress)."""
+    from ase.calculators.emt import EMT
+
+    derivative = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            direction = np.zeros((3, 3))
+            direction[i, j] = direction[j, i] = 1.0 if i == j else 0.5
+            energies = []
+            for sign in (1.0, -1.0):
+                strained = atoms.copy()
+                strained.set_cell(
+                    atoms.cell.array @ (np.eye(3) + sign * step * direction),
+                    scale_atoms=True,
+                )
+                strained.calc = EMT()
+                energies.append(strained.get_potential_energy())
+            derivative[i, j] = derivative[j, i] = (energies[0] - energies[1]) / (
+                2 * step
+            )
+    return derivative
+
+
+def test_stress_and_virial_conventions_follow_the_strain_derivative(tmp_path):
+    """stress = (1/V) dE/dε (ASE) and virial = -dE/dε (DeePMD-kit, MACE): a
+    file giving either, in any units, is read as the same stress in eV/Å³,
+    equal to the numerical strain derivative and to EMT's analytic stress."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.units import Bohr, kcal, mol
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.set_cell(atoms.cell.array @ [[1, 0.03, 0], [0, 0.98, 0.02], [0.01, 0, 1.01]],
+                   scale_atoms=True)  # fmt: skip
+    atoms.rattle(0.05, seed=0)
+    derivative = _strain_derivative(atoms)
+    volume = atoms.get_volume()
+    atoms.calc = EMT()
+    analytic = atoms.get_stress(voigt=False)
+    np.testing.assert_allclose(derivative / volume, analytic, atol=1e-8)
+
+    energy_unit, length_unit = kcal / mol, Bohr  # the file's units, in eV and Å
+    labelled = atoms.copy()
+    labelled.positions /= length_unit
+    labelled.cell = atoms.cell.array / length_unit
+    labelled.info["energy"] = atoms.get_potential_energy() / energy_unit
+    labelled.info["virial"] = -derivative / energy_unit
+    labelled.info["pressure_tensor"] = derivative / volume / energy_unit * Bohr**3
+    path = str(tmp_path / "cu.xyz")
+    ase.io.write(path, [labelled], format="extxyz")
+
+    def stress_read(gradient: dict) -> np.ndarray:
+        section = {
+            "systems": {"read_from": path, "length_unit": "bohr"},
+            "targets": {"energy": {"unit": "kcal/mol", "forces": False, **gradient}},
+        }
+        section = validate(DatasetSection, expand_dataset(section, "x")).model_dump()
+        (structure,), _ = read_dataset(section, {})
+        return structure.stress["energy"].numpy()
+
+    from_virial = stress_read({})  # read when present: the virial
+    from_stress = stress_read({"stress": "pressure_tensor", "virial": False})
+    # rtol: ASE's and metatomic's bohr and kcal/mol differ in the 9th digit
+    np.testing.assert_allclose(from_virial, derivative / volume, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(from_stress, derivative / volume, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(from_virial, analytic, atol=1e-8)

@@ -1,7 +1,8 @@
-"""``atomtrain data pack``: structure files read by ASE into one packed store.
+"""``atomtrain data pack``: structure files (any source the readers know: ASE
+formats, ASE databases, DeePMD-kit folders) into one packed store.
 
-Frames are read one at a time (``ase.io.iread``) and converted exactly as the
-in-memory reader converts them (same functions: units to eV and Å, virials to
+Frames are read one at a time (``sources.iter_frames``) and converted exactly as
+the in-memory reader converts them (same functions: units to eV and Å, virials to
 stresses, the same checks), then streamed to a :class:`PackedWriter`, so memory
 stays bounded whatever the size of the input and a packed file trains to the
 same structures and targets as its source files.
@@ -9,8 +10,8 @@ same structures and targets as its source files.
 
 from __future__ import annotations
 
+import copy
 import logging
-import os
 from typing import Dict, List
 
 from atomtrain.data.dataset import target_info
@@ -21,6 +22,8 @@ from atomtrain.data.readers import (
     read_target,
     structure_from_atoms,
 )
+from atomtrain.data.sources import iter_frames
+from atomtrain.data.target_keys import resolve_keys
 from atomtrain.data.units import LENGTH_UNIT, conversion_factor
 from atomtrain.errors import UserError
 from atomtrain.options.expand import expand_dataset
@@ -76,31 +79,6 @@ def stored_targets(section: dict) -> Dict[str, StoredTarget]:
     return stored
 
 
-def _frames(path: str):
-    """Frames of ``path`` one by one, with ASE's errors as UserErrors."""
-    import ase.io
-
-    if not os.path.exists(path):
-        raise UserError(
-            f"data file '{path}' does not exist (looked in {os.path.abspath(path)})."
-        )
-    frames = ase.io.iread(path, index=":")
-    index = 0
-    while True:
-        try:
-            atoms = next(frames)
-        except StopIteration:
-            break
-        except Exception as error:  # ASE raises many kinds of errors for bad files
-            raise UserError(
-                f"could not read structure {index} of '{path}' with ASE: "
-                f"{type(error).__name__}: {error}. Give a file in a format ASE "
-                "reads (extended XYZ is recommended)."
-            ) from None
-        yield index, atoms
-        index += 1
-
-
 def _pack_file(writer: PackedWriter, source: int, section: dict) -> int:
     """Stream the frames of one file into ``writer``; returns their number."""
     systems = section["systems"]
@@ -112,9 +90,12 @@ def _pack_file(writer: PackedWriter, source: int, section: dict) -> int:
     infos: Dict[str, TargetInfo] = {n: target_info(n, t) for n, t in targets.items()}
     found = {name: 0 for name in targets}
     count = 0
-    for index, atoms in _frames(path):
+    for index, atoms in enumerate(iter_frames(path)):
         structure = structure_from_atoms(atoms, path, index, length_factor)
-        for name, options in targets.items():
+        # default keys and auto gradients matched frame by frame (streaming)
+        frame = [atoms]
+        resolved = resolve_keys(copy.deepcopy(section), lambda _, f=frame: f, log=False)
+        for name, options in resolved["targets"].items():
             read_target(
                 structure, atoms, name, options, infos[name], length_factor, path, index
             )

@@ -1,45 +1,27 @@
-"""Read structures and their targets from any file ASE reads.
+"""Read structures and their targets from any source of frames (files ASE
+reads, ASE databases, DeePMD-kit folders: see ``sources``).
 
-ASE >= 3.23 moves keys named ``energy``/``forces``/``stress`` into a
-``SinglePointCalculator``, so every value is looked up in ``atoms.info``,
-``atoms.arrays`` and the calculator results, in that order.
+Every value is looked up in ``atoms.info``, ``atoms.arrays`` and the calculator
+results, in that order (``target_keys.lookup``).
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import torch
 
 from atomtrain.data.info import TargetInfo
+from atomtrain.data.sources import read_frames
 from atomtrain.data.structure import Structure
+from atomtrain.data.target_keys import available_keys, lookup, resolve_keys
 from atomtrain.data.units import ENERGY_UNIT, LENGTH_UNIT, conversion_factor
 from atomtrain.errors import UserError
 
 
 def read_atoms(path: str):
-    """All frames of ``path`` as ASE Atoms, or a clear error."""
-    import ase.io
-
-    if not os.path.exists(path):
-        raise UserError(
-            f"data file '{path}' does not exist (looked in {os.path.abspath(path)}). "
-            "Check 'read_from' in your options; relative paths are resolved from "
-            "the directory you run atomtrain in."
-        )
-    try:
-        frames = ase.io.read(path, index=":")
-    except Exception as error:  # ASE raises many kinds of errors for bad files
-        raise UserError(
-            f"could not read '{path}' with ASE: {type(error).__name__}: {error}. "
-            "Give a file in a format ASE reads (extended XYZ is recommended)."
-        ) from None
-    if not isinstance(frames, list):
-        frames = [frames]
-    if len(frames) == 0:
-        raise UserError(f"data file '{path}' contains no structures.")
-    return frames
+    """All frames of ``path`` (a file, ASE database or DeePMD-kit folder) as ASE
+    Atoms, or a clear error."""
+    return read_frames(path)
 
 
 def cached_frames(cache: dict, path: str):
@@ -48,23 +30,8 @@ def cached_frames(cache: dict, path: str):
     return cache[path]
 
 
-def _lookup(atoms, key: str):
-    """Value stored under ``key`` in info, arrays or calculator results."""
-    if key in atoms.info:
-        return atoms.info[key]
-    if key in atoms.arrays:
-        return atoms.arrays[key]
-    calc = atoms.calc
-    if calc is not None and key in getattr(calc, "results", {}):
-        return calc.results[key]
-    return None
-
-
-def _available_keys(atoms) -> list[str]:
-    keys = set(atoms.info) | set(atoms.arrays) - {"numbers", "positions"}
-    if atoms.calc is not None:
-        keys |= set(getattr(atoms.calc, "results", {}))
-    return sorted(keys)
+_lookup = lookup  # the name other modules import
+_available_keys = available_keys
 
 
 def _get(atoms, key: str, path: str, index: int, what: str) -> np.ndarray:
@@ -101,21 +68,9 @@ def _check_shape(array, shape, path, index, key, what):
 
 
 def resolve_auto_gradients(dataset_options: dict, frames_of) -> dict:
-    """Gradients marked ``auto`` are read when any structure has the key."""
-    for target in dataset_options["targets"].values():
-        for gradient in ("forces", "stress", "virial"):
-            options = target.get(gradient)
-            if options and options.get("auto"):
-                frames = frames_of(options["read_from"])
-                present = any(_lookup(f, options["key"]) is not None for f in frames)
-                target[gradient] = (
-                    {"read_from": options["read_from"], "key": options["key"]}
-                    if present
-                    else False
-                )
-        if target.get("stress") and target.get("virial"):
-            target["virial"] = False  # the stress is read, the virial is redundant
-    return dataset_options
+    """Default keys matched to the file (MACE's ``REF_`` names) and gradients
+    marked ``auto`` read when any structure has them (see ``target_keys``)."""
+    return resolve_keys(dataset_options, frames_of)
 
 
 def read_structures(
