@@ -119,14 +119,17 @@ class TargetSection(_Strict):
 class SystemsSection(_Strict):
     read_from: str = Field(
         description=(
-            "Path of the structure file, relative to the directory `atomtrain` runs in."
+            "Path of the structure file (or DeePMD-kit folder), relative to the "
+            "directory `atomtrain` runs in."
         ),
     )
     reader: Literal["ase"] = Field(
         "ase",
         description=(
-            "How the file is read: only `ase` (any format ASE reads; extended XYZ"
-            " recommended)."
+            "How the file is read: `ase`, the reader chosen by the path: "
+            "DeePMD-kit folders through dpdata (extra `deepmd`), ASE databases "
+            "(`.db`) through ase.db, any other format ASE reads through ase.io "
+            "(extended XYZ recommended)."
         ),
     )
     length_unit: str = Field(
@@ -263,26 +266,6 @@ class LoggingSection(_Strict):
         return {} if value is True else value
 
 
-class UncertaintySection(_Strict):
-    method: Literal["llpr"] = Field(
-        "llpr",
-        description=(
-            "`llpr`: last-layer prediction rigidity, the covariance of the "
-            "last-layer features over the training set, calibrated on the "
-            "validation set by minimising the Gaussian NLL."
-        ),
-    )
-    ensemble_members: int = Field(
-        32,
-        ge=2,
-        multiple_of=2,
-        description=(
-            "Members of the `energy_ensemble` output (last-layer weights drawn "
-            "from the posterior in +/- pairs, so their mean is the prediction)."
-        ),
-    )
-
-
 Fraction = float
 DatasetOrList = Union[DatasetSection, list[DatasetSection]]
 
@@ -352,17 +335,3 @@ class BaseOptions(_Strict):
             "progress bars, plots, TensorBoard and Weights & Biases."
         ),
     )
-    uncertainty: Union[Literal[False], UncertaintySection] = Field(
-        False,
-        description=(
-            "At the end of training, calibrate an uncertainty on the validation "
-            "set and export `model.pt` with `energy_uncertainty` and "
-            "`energy_ensemble` (see the uncertainty page): `false`, `true` or a "
-            "section."
-        ),
-    )
-
-    @field_validator("uncertainty", mode="before")
-    @classmethod
-    def _uncertainty_short_form(cls, value):
-        return {} if value is True else value
