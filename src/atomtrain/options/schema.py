@@ -266,6 +266,26 @@ class LoggingSection(_Strict):
         return {} if value is True else value
 
 
+class UncertaintySection(_Strict):
+    method: Literal["llpr"] = Field(
+        "llpr",
+        description=(
+            "`llpr`: last-layer prediction rigidity, the covariance of the "
+            "last-layer features over the training set, calibrated on the "
+            "validation set by minimising the Gaussian NLL."
+        ),
+    )
+    ensemble_members: int = Field(
+        32,
+        ge=2,
+        multiple_of=2,
+        description=(
+            "Members of the `energy_ensemble` output (last-layer weights drawn "
+            "from the posterior in +/- pairs, so their mean is the prediction)."
+        ),
+    )
+
+
 Fraction = float
 DatasetOrList = Union[DatasetSection, list[DatasetSection]]
 
@@ -335,3 +355,17 @@ class BaseOptions(_Strict):
             "progress bars, plots, TensorBoard and Weights & Biases."
         ),
     )
+    uncertainty: Union[Literal[False], UncertaintySection] = Field(
+        False,
+        description=(
+            "At the end of training, calibrate an uncertainty on the validation "
+            "set and export `model.pt` with `energy_uncertainty` and "
+            "`energy_ensemble` (see the uncertainty page): `false`, `true` or a "
+            "section."
+        ),
+    )
+
+    @field_validator("uncertainty", mode="before")
+    @classmethod
+    def _uncertainty_short_form(cls, value):
+        return {} if value is True else value
