@@ -165,4 +165,21 @@ def with_d3(atomistic: AtomisticModel, functional: str) -> AtomisticModel:
         references,
         extra,
     )
-    return AtomisticModel(wrapped.module, metadata, wrapped.capabilities())
+    return AtomisticModel(wrapped.module, metadata, declared_capabilities(wrapped))
+
+
+def declared_capabilities(atomistic: AtomisticModel) -> ModelCapabilities:
+    """The capabilities of ``atomistic`` without the aliases metatomic adds for
+    deprecated output names (``non_conservative_forces``), which a new
+    AtomisticModel would refuse as declared twice."""
+    capabilities = atomistic.capabilities()
+    names = getattr(atomistic, "_model_capabilities_outputs_names", None)
+    outputs = capabilities.outputs
+    return ModelCapabilities(
+        outputs={n: outputs[n] for n in (outputs if names is None else names)},
+        atomic_types=list(capabilities.atomic_types),
+        interaction_range=capabilities.interaction_range,
+        length_unit=capabilities.length_unit,
+        supported_devices=list(capabilities.supported_devices),
+        dtype=capabilities.dtype,
+    )

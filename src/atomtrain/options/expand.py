@@ -16,6 +16,16 @@ from atomtrain.errors import UserError
 
 GRADIENTS = ("forces", "stress", "virial")
 
+# metatomic's standard output for forces predicted directly, without a backward
+# pass: its shape is fixed, so the options need only the key of the forces
+DIRECT_FORCES = {
+    "quantity": "force",
+    "key": "forces",
+    "unit": "eV/A",
+    "per_atom": True,
+    "type": {"cartesian": {"rank": 1}},
+}
+
 
 def expand_dataset(section: Any, where: str) -> Any:
     """Expand one dataset section (or a list of them); fractions pass through."""
@@ -69,6 +79,9 @@ def _expand_target(name: str, target: Any, default_file: str, where: str) -> dic
             f"the key to read, got {target!r}."
         )
     target = copy.deepcopy(target)
+    if name.split("/", 1)[0] == "non_conservative_force":  # variants too
+        for key, value in DIRECT_FORCES.items():
+            target.setdefault(key, copy.deepcopy(value))
     target.setdefault("quantity", "energy" if name == "energy" else "")
     target.setdefault("read_from", default_file)
     target.setdefault("key", name)
