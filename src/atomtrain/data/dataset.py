@@ -33,14 +33,19 @@ def target_info(name: str, options: dict) -> TargetInfo:
         gradients.append("strain")
     unit = options["unit"] if options["quantity"] != "energy" else "eV"
     kind = options.get("type", "scalar")
-    rank = 0 if kind == "scalar" else kind["cartesian"]["rank"]
-    if rank and (gradients or options["quantity"] == "energy"):
+    rank = kind["cartesian"]["rank"] if "cartesian" in kind else 0
+    irreps = [
+        (irrep["o3_lambda"], irrep["o3_sigma"])
+        for irrep in (kind["spherical"]["irreps"] if "spherical" in kind else [])
+    ]
+    if (rank or irreps) and (gradients or options["quantity"] == "energy"):
+        what = "Cartesian" if rank else "spherical"
         raise UserError(
-            f"target '{name}' is a Cartesian tensor (type: {{cartesian: {{rank: "
-            f"{rank}}}}}) with quantity '{options['quantity']}' and gradients "
-            f"{gradients or 'none'}: Cartesian targets cannot be energies and have "
-            "no forces or stress. Give it another quantity (e.g. dipole) and "
-            "remove forces/stress/virial, or make it a scalar target."
+            f"target '{name}' is a {what} tensor (type: {kind}) with quantity "
+            f"'{options['quantity']}' and gradients {gradients or 'none'}: "
+            f"{what} targets cannot be energies and have no forces or stress. Give "
+            "it another quantity (e.g. polarizability) and remove "
+            "forces/stress/virial, or make it a scalar target."
         )
     return TargetInfo(
         name=output_name(name),
@@ -50,6 +55,7 @@ def target_info(name: str, options: dict) -> TargetInfo:
         num_subtargets=options["num_subtargets"],
         gradients=gradients,
         rank=rank,
+        irreps=irreps,
     )
 
 
@@ -83,10 +89,12 @@ def _merge_targets(into: dict, new: dict, where: str) -> None:
             into[name].per_atom,
             into[name].num_subtargets,
             into[name].unit,
-        ) != (info.per_atom, info.num_subtargets, info.unit):
+            into[name].rank,
+            into[name].irreps,
+        ) != (info.per_atom, info.num_subtargets, info.unit, info.rank, info.irreps):
             raise UserError(
                 f"target '{name}' of {where} is declared differently from the "
-                "training set (per_atom, num_subtargets or unit differ)."
+                "training set (per_atom, num_subtargets, unit or type differ)."
             )
         if name in into:
             into[name].gradients = sorted(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 
 class _Strict(BaseModel):
@@ -47,14 +47,70 @@ class CartesianType(_Strict):
     )
 
 
+class Irrep(_Strict):
+    o3_lambda: int = Field(
+        ge=0,
+        description="Angular order L of the irrep (2L + 1 components).",
+    )
+    o3_sigma: Literal[-1, 1] = Field(
+        description=(
+            "1 for a proper irrep (changes sign as the harmonics Y_L under "
+            "inversion, by (-1)^L), -1 for an improper one (pseudoscalar, axial "
+            "vector: the opposite sign)."
+        ),
+    )
+
+
+class SphericalIrreps(_Strict):
+    irreps: list[Irrep] = Field(
+        min_length=1,
+        description=(
+            "The irreps of the target, in the order their components are stored."
+        ),
+    )
+
+
+class SphericalType(_Strict):
+    spherical: SphericalIrreps = Field(
+        description=(
+            "A tensor in metatensor's spherical basis: blocks of real spherical "
+            "harmonics components (`o3_mu` = -L..L)."
+        )
+    )
+
+
+def _type_kind(value) -> str:
+    """Which kind of target type a value is meant to be, so that a mistake in
+    a spherical type is reported against the spherical schema alone (tags are
+    capitalised: error paths leave such union tags out)."""
+    if isinstance(value, dict):
+        return "Spherical" if "spherical" in value else "Cartesian"
+    if isinstance(value, BaseModel):
+        return "Spherical" if isinstance(value, SphericalType) else "Cartesian"
+    return "Scalar"
+
+
+TargetType = Annotated[
+    Union[
+        Annotated[Literal["scalar"], Tag("Scalar")],
+        Annotated[CartesianType, Tag("Cartesian")],
+        Annotated[SphericalType, Tag("Spherical")],
+    ],
+    Discriminator(_type_kind),
+]
+
+
 class TargetSection(_Strict):
-    type: Union[Literal["scalar"], CartesianType] = Field(
+    type: TargetType = Field(
         "scalar",
         description=(
             "`scalar` (invariant numbers: energies, band gaps, a density of "
-            "states on a grid with `num_subtargets`) or `{cartesian: {rank: 1}}` "
-            "/ `{cartesian: {rank: 2}}` for vectors and rank-2 tensors, which "
-            "architectures predict with the right rotational behaviour."
+            "states on a grid with `num_subtargets`), `{cartesian: {rank: 1}}` "
+            "/ `{cartesian: {rank: 2}}` for vectors and rank-2 tensors, or "
+            "`{spherical: {irreps: [{o3_lambda: 0, o3_sigma: 1}, {o3_lambda: 2, "
+            "o3_sigma: 1}]}}` for irreducible spherical tensors (the file holds "
+            "the irreps' components one after the other, each `o3_mu` = -L..L); "
+            "architectures predict these with the right rotational behaviour."
         ),
     )
     quantity: str = Field(

@@ -30,7 +30,15 @@ def _keys_of(cls) -> list[str]:
     return []
 
 
+def _bare(tp):
+    """``tp`` without ``Annotated`` metadata (tags of discriminated unions)."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
 def _candidate_models(tp) -> list:
+    tp = _bare(tp)
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         return [c for a in typing.get_args(tp) for c in _candidate_models(a)]
@@ -41,6 +49,7 @@ def _candidate_models(tp) -> list:
 
 def _unwrap(tp, part):
     """The type found one step down ``tp`` at ``part`` (field, index or dict key)."""
+    tp = _bare(tp)
     origin = typing.get_origin(tp)
     if origin is typing.Union:
         for arg in typing.get_args(tp):

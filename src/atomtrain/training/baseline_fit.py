@@ -89,7 +89,7 @@ def fit_all(
     """(composition, scale) of every target with at least one label; targets in
     ``fixed`` keep the composition given there (one row per atomic type)."""
     fits = {
-        info.name: (_CartesianFit if info.rank > 0 else _Fit)(info, atomic_types)
+        info.name: (_Fit if info.is_scalar else _CartesianFit)(info, atomic_types)
         for info in infos
     }
     for name, composition in (fixed or {}).items():

@@ -18,6 +18,7 @@ from metatomic.torch import ModelOutput, NeighborListOptions
 from atomtrain.data.info import TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import make_system
+from atomtrain.nn.outputs import flat_rows
 
 
 ModelCall = Callable[[list, Dict[str, ModelOutput]], Dict[str, TensorMap]]
@@ -114,9 +115,9 @@ def predict(
         predictions = call(systems, outputs)
     batch = Batch()
     for name, info in targets.items():
-        values = predictions[name].block().values
-        # Cartesian components flattened, as in the references
-        batch.values[name] = values.reshape(values.shape[0], -1)
+        # components flattened (spherical blocks side by side), as in references
+        values = flat_rows(predictions[name])
+        batch.values[name] = values
         inputs = []
         if want_forces and "positions" in info.gradients:
             inputs += positions

@@ -101,6 +101,12 @@ class SoapBpnn(ModelInterface[ModelHypers]):
                     "(scalar) targets only. Train it with the 'gnn' architecture, "
                     "whose vector features give equivariant outputs."
                 )
+            if target.is_spherical:
+                raise UserError(
+                    f"target '{display_name(target.name)}' is a spherical tensor "
+                    f"(irreps {target.irreps}), and SOAP-BPNN predicts invariant "
+                    "(scalar) targets only. Train it with 'gnn' or 'ace_mp'."
+                )
         soap, bpnn = hypers["soap"], hypers["bpnn"]
         n_types = len(dataset_info.atomic_types)
         self.type_index = TypeIndex(dataset_info.atomic_types)
