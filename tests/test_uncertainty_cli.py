@@ -2,6 +2,7 @@
 both write a model with metatomic's uncertainty outputs, and they agree."""
 
 import glob
+import importlib.util
 import os
 
 import ase.io
@@ -92,6 +93,36 @@ def test_train_with_uncertainty_then_calibrate(folder):
     assert not torch.allclose(
         third["energy_uncertainty"], trained["energy_uncertainty"]
     )
+
+
+def test_eval_reports_calibration_and_writes_sigmas(folder, caplog):
+    import json
+    import logging
+
+    from atomtrain.uncertainty import metrics
+
+    assert main(["train", "options.yaml"]) == 0
+    caplog.set_level(logging.INFO, logger="atomtrain")
+    command = ["eval", "model.pt", "calibration.yaml", "-o", "predictions.xyz"]
+    assert main(command + ["--plot"]) == 0
+    assert "uncertainty calibration" in caplog.text
+    assert "Spearman(|error|, sigma)" in caplog.text
+    frames = ase.io.read("predictions.xyz", ":")
+    references = ase.io.read("calibration.xyz", ":")
+    kcal = 0.0433641043
+    errors = [
+        f.get_potential_energy() - r.get_potential_energy() * kcal
+        for f, r in zip(frames, references)
+    ]
+    sigmas = [f.info["energy_uncertainty"] for f in frames]
+    assert min(sigmas) > 0
+    with open("predictions_metrics.json") as file:
+        report = json.load(file)["uncertainty"]["energy"]
+    expected = metrics.calibration_report(errors, sigmas)
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value, rel=1e-5, abs=1e-8)
+    if importlib.util.find_spec("matplotlib"):
+        assert os.path.exists("predictions_uncertainty.png")
 
 
 def test_calibrate_refuses_bad_inputs(folder):

@@ -18,6 +18,7 @@ from atomtrain.evaluation.models import load_exported, model_targets, select_tar
 from atomtrain.evaluation.tables import log_metrics
 from atomtrain.evaluation.writing import AtomsCollector, ExtxyzWriter
 from atomtrain.training.files import atomic_write_text
+from atomtrain.uncertainty.scoring import log_calibration
 
 
 logger = logging.getLogger("atomtrain")
@@ -85,6 +86,8 @@ def evaluate(
     result = EvaluationResult(evaluation.metrics, evaluation.n_structures)
     result.evaluation = evaluation
     log_metrics("evaluation metrics", {"evaluation": evaluation.metrics})
+    if evaluation.calibration:
+        log_calibration(evaluation.calibration)
     if output is None:
         result.predictions = sink.frames
         return result
@@ -96,7 +99,10 @@ def evaluate(
     stem = os.path.splitext(output)[0]
     if evaluation.metrics:
         metrics_path = stem + "_metrics.json"
-        atomic_write_text(metrics_path, json.dumps(evaluation.metrics, indent=2))
+        report = dict(evaluation.metrics)
+        if evaluation.calibration:
+            report["uncertainty"] = evaluation.calibration
+        atomic_write_text(metrics_path, json.dumps(report, indent=2))
         result.files.append(metrics_path)
         logger.info(f"metrics written to {metrics_path}")
     if plot:
@@ -105,4 +111,10 @@ def evaluate(
         path = stem + "_parity.png"
         if have_matplotlib() and write_parity_plot(path, evaluation, "evaluation"):
             result.files.append(path)
+        if have_matplotlib() and evaluation.uncertainty is not None:
+            from atomtrain.uncertainty.plots import write_error_bar_plot
+
+            path = stem + "_uncertainty.png"
+            if write_error_bar_plot(path, evaluation.uncertainty):
+                result.files.append(path)
     return result

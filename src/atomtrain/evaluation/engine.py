@@ -31,6 +31,7 @@ from atomtrain.training.evaluate import Batch, predict, references
 from atomtrain.training.losses import normalised_errors
 from atomtrain.training.metrics import Metrics
 from atomtrain.training.progress import bar
+from atomtrain.uncertainty.scoring import UncertaintyScores
 
 
 PARITY_SAMPLE = 20_000  # pairs per panel: more only slows drawing
@@ -46,6 +47,9 @@ class Evaluation:
     metrics: Dict[str, float] = field(default_factory=dict)
     n_structures: int = 0
     sample: ParitySample = field(default_factory=ParitySample)
+    # calibration figures per target, when the model offers uncertainties
+    calibration: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    uncertainty: Optional[UncertaintyScores] = None
 
 
 def evaluate_model(
@@ -76,6 +80,7 @@ def evaluate_model(
     requests = model.requested_neighbor_lists()
     metrics = Metrics(info.targets)
     result = Evaluation(info, sample=ParitySample(sample_size))
+    scores = UncertaintyScores(model, info)
     n_batches = -(-len(structures) // batch_size)
     progress_bar = bar(n_batches, label, progress, unit="batch", leave=False)
     completed = False
@@ -86,6 +91,9 @@ def evaluate_model(
             compute_neighbors(batch, requests)
             prediction = predict(call, batch, requests, info.targets, dtype, device)
             _score_batch(batch, prediction, info, metrics, result, dtype, device)
+            if scores:  # sigmas beside the predictions, errors kept for scoring
+                reference = references(batch, info.targets, dtype, device)
+                scores.add(call, batch, requests, prediction, reference, dtype, device)
             if output is not None:
                 output.add(batch, prediction)
             progress_bar.update(1)
@@ -95,6 +103,8 @@ def evaluate_model(
         if output is not None:
             output.close(completed)
     result.metrics = metrics.report()
+    if scores:
+        result.calibration, result.uncertainty = scores.report(), scores
     return result
 
 

@@ -20,6 +20,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from atomtrain.data.info import DatasetInfo, display_name
 from atomtrain.data.structure import Structure
 from atomtrain.training.evaluate import Batch
+from atomtrain.uncertainty.names import uncertainty_name
 
 
 class PredictionSink(Protocol):
@@ -63,6 +64,19 @@ def predicted_atoms(
                 atoms.info[short] = (
                     array.ravel() if array.size > 1 else float(array[0, 0])
                 )
+            sigma = predictions.values.get(uncertainty_name(name))
+            if sigma is not None:  # the predicted standard deviation beside it
+                sigma = (
+                    sigma[atom_offset : atom_offset + n]
+                    if target.per_atom
+                    else sigma[i]
+                )
+                sigma = sigma.cpu().double().numpy()
+                key = display_name(uncertainty_name(name))
+                if target.per_atom:
+                    atoms.arrays[key] = sigma
+                else:
+                    atoms.info[key] = sigma if sigma.size > 1 else float(sigma[0])
             if name != "energy":
                 continue
             if name in predictions.forces:
