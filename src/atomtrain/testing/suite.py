@@ -197,6 +197,41 @@ class ArchitectureTests:
         sums.index_add_(0, atomic.samples.values[:, 0].to(torch.long), atomic.values)
         torch.testing.assert_close(sums, total.values, rtol=self.rtol, atol=self.atol)
 
+    @pytest.mark.parametrize("which", ["ethanol", "carbon"])
+    def test_last_layer_features(self, model, request, which):
+        """Per-atom energies are ``last_layer_features @ last_layer_weights``
+        plus a per-element shift (what LLPR uncertainty relies on); models
+        without last-layer features skip (they get no uncertainty outputs)."""
+        from atomtrain.data.systems import compute_neighbors, make_system
+
+        try:
+            weights = model.last_layer_weights(ENERGY)
+        except NotImplementedError:
+            pytest.skip("this architecture does not expose last-layer features")
+        structures = [fresh(s) for s in self._structures(request, which)]
+        atomic = (
+            raw_outputs(
+                model, structures, {ENERGY: ModelOutput(unit="eV", sample_kind="atom")}
+            )[ENERGY]
+            .block()
+            .values
+        )
+        requests = model.requested_neighbor_lists()
+        compute_neighbors(structures, requests)
+        systems = [make_system(s, requests, F64, CPU)[0] for s in structures]
+        with torch.no_grad():
+            features = model.last_layer_features(systems, ENERGY)
+        assert features.shape == (atomic.shape[0], weights.shape[0])
+        linear = features @ weights
+        shift = (atomic - linear).reshape(-1)
+        types = torch.cat([s.types for s in structures])
+        for atomic_type in types.unique():
+            values = shift[types == atomic_type]
+            torch.testing.assert_close(
+                values, values[:1].expand_as(values), rtol=0.0, atol=self.atol
+            )
+        assert float(linear.std()) > 0
+
     def test_torchscript_export(self, exported):
         path, loaded = exported
         assert os.path.isfile(path)
