@@ -4,8 +4,8 @@
 the readers accept (written by ``make_catalogue.py`` with ASE, ase.db and
 dpdata): extended XYZ with ASE's keys and with MACE's ``REF_`` keys (stress or
 virial), ASE databases (labels as calculator results, or as key-value pairs
-and row data), DeePMD-kit folders (``deepmd/npy`` and ``deepmd/raw``, several
-systems). Every source must give identical structures, energies, forces and
+and row data), DeePMD-kit folders (``deepmd/npy``, ``deepmd/raw``, several
+systems, and the mixed-type layout). Every source must give identical structures, energies, forces and
 stresses, in memory and through ``atomtrain data pack``.
 """
 
@@ -157,6 +157,21 @@ def test_mace_keys_in_the_long_form():
         )
 
 
+def test_deepmd_mixed_type_folder():
+    """DeePMD-kit's mixed-type layout (one folder for Cu4 and AuCu3 frames, per
+    frame types in real_atom_types.npy): dpdata groups frames by composition."""
+    pytest.importorskip("dpdata")
+    reference, _ = read(source("bulk.xyz"))
+    structures, _ = read(source("bulk_deepmd_mixed"))
+    compositions = sorted(s.types.tolist() for s in structures)
+    assert compositions == [[29] * 4] * 3 + [[79, 29, 29, 29]] * 2
+
+    def by_energy(structures):
+        return sorted(structures, key=lambda s: float(s.targets["energy"]))
+
+    assert_same(by_energy(structures), by_energy(reference))
+
+
 def test_a_single_deepmd_system_folder():
     pytest.importorskip("dpdata")
     reference, _ = read(source("bulk.xyz"))
@@ -165,7 +180,7 @@ def test_a_single_deepmd_system_folder():
     assert all(s.types.tolist() == [29] * 4 for s in structures)
 
 
-@pytest.mark.parametrize("name", BULK)
+@pytest.mark.parametrize("name", [*BULK, "bulk_deepmd_mixed"])
 def test_packing_accepts_every_source(tmp_path, name):
     skip_without_dpdata(name)
     in_memory, _ = read(source(name))

@@ -4,7 +4,10 @@ A system folder holds ``type.raw`` (one type index per atom), ``type_map.raw``
 (the element of each index) and either ``set.*/{coord,box,energy,force,
 virial}.npy`` (``deepmd/npy``) or ``coord.raw``, ``box.raw``, ... (``deepmd/raw``);
 a ``nopbc`` file marks a non-periodic system. A folder of such folders (what
-``dpdata.MultiSystems`` writes) is read system by system, in name order.
+``dpdata.MultiSystems`` writes) is read system by system, in name order. In
+the mixed-type layout (``set.*/real_atom_types.npy``: frames of one size, any
+composition) dpdata groups the frames by composition; they are read in the
+order of the formulas.
 
 Each frame becomes ASE ``Atoms`` with the energy and forces as calculator
 results (keys ``energy`` and ``forces``) and DeePMD's virial under the key
@@ -101,11 +104,40 @@ def _symbols(data: dict, folder: str) -> List[str]:
     return [names[t] for t in data["atom_types"]]
 
 
+def _is_mixed(folder: str) -> bool:
+    """DeePMD-kit's mixed-type layout: frames of one size but any composition,
+    with per-frame types in ``set.*/real_atom_types.npy``."""
+    return bool(glob.glob(os.path.join(folder, "set.*", "real_atom_types.npy")))
+
+
+def _load_mixed(folder: str) -> list:
+    """One dpdata System per composition of a mixed-type folder, by formula."""
+    dpdata = _dpdata()
+    labeled = bool(glob.glob(os.path.join(folder, "set.*", "energy.npy")))
+    try:
+        systems = dpdata.MultiSystems().load_systems_from_file(
+            folder, fmt="deepmd/npy/mixed", labeled=labeled
+        )
+    except Exception as error:  # dpdata raises many kinds of errors for bad data
+        raise UserError(
+            f"could not read the DeePMD-kit mixed-type folder '{folder}' with "
+            f"dpdata: {type(error).__name__}: {error}."
+        ) from None
+    return [systems.systems[formula] for formula in sorted(systems.systems)]
+
+
 def _frames(folder: str) -> Iterator:
+    if _is_mixed(folder):
+        for system in _load_mixed(folder):
+            yield from _frames_of(system.data, folder)
+    else:
+        yield from _frames_of(_load(folder).data, folder)
+
+
+def _frames_of(data: dict, folder: str) -> Iterator:
     from ase import Atoms
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    data = _load(folder).data
     symbols = _symbols(data, folder)
     periodic = not data.get("nopbc", False)
     for frame in range(len(data["coords"])):

@@ -15,6 +15,9 @@ Two sets of structures:
   in kcal/mol), given the placeholder box ``Lattice="50 0 0 0 50 0 0 0 50"``
   with ``pbc="F F F"`` as public molecule files do.
 
+The bulk frames are also written in DeePMD-kit's mixed-type layout
+(``bulk_deepmd_mixed``, one folder for both compositions).
+
 Frames are ordered as the DeePMD-kit folders list them (systems by folder
 name, atoms by type within a structure), so every file holds the same frames
 in the same order. The virial written where a format has one is DeePMD's (and
@@ -91,11 +94,14 @@ def ethanol_frames() -> list:
     return frames
 
 
-def _write_deepmd(frames: list, name: str, type_map: list) -> None:
+def _write_deepmd(frames: list, name: str, type_map: list, mixed=False) -> None:
     systems = dpdata.MultiSystems(type_map=type_map)
     for atoms in frames:
         systems.append(dpdata.LabeledSystem(atoms, fmt="ase/structure"))
-    for fmt, suffix in (("deepmd/npy", "deepmd"), ("deepmd/raw", "deepmd_raw")):
+    formats = [("deepmd/npy", "deepmd"), ("deepmd/raw", "deepmd_raw")]
+    if mixed:
+        formats.append(("deepmd/npy/mixed", "deepmd_mixed"))
+    for fmt, suffix in formats:
         folder = os.path.join(HERE, f"{name}_{suffix}")
         shutil.rmtree(folder, ignore_errors=True)
         systems.to(fmt, folder)
@@ -145,7 +151,7 @@ def write_bulk() -> None:
                     "REF_virial": -atoms.get_volume() * atoms.get_stress(voigt=False),
                 },
             )
-    _write_deepmd(frames, "bulk", ["Au", "Cu"])
+    _write_deepmd(frames, "bulk", ["Au", "Cu"], mixed=True)
 
 
 def write_ethanol() -> None:
