@@ -5,8 +5,9 @@ the readers accept (written by ``make_catalogue.py`` with ASE, ase.db and
 dpdata): extended XYZ with ASE's keys and with MACE's ``REF_`` keys (stress or
 virial), ASE databases (labels as calculator results, or as key-value pairs
 and row data), DeePMD-kit folders (``deepmd/npy``, ``deepmd/raw``, several
-systems, and the mixed-type layout). Every source must give identical structures, energies, forces and
-stresses, in memory and through ``atomtrain data pack``.
+systems, and the mixed-type layout). Every source must give identical
+structures, energies, forces and stresses, in memory and through ``atomtrain
+data pack``.
 """
 
 from __future__ import annotations
