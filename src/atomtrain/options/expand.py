@@ -82,7 +82,9 @@ def _expand_target(name: str, target: Any, default_file: str, where: str) -> dic
     if name.split("/", 1)[0] == "non_conservative_force":  # variants too
         for key, value in DIRECT_FORCES.items():
             target.setdefault(key, copy.deepcopy(value))
-    target.setdefault("quantity", "energy" if name == "energy" else "")
+    # energy and its variants (energy/pbe, energy/r2scan: metatomic's naming)
+    is_energy = name.split("/", 1)[0] == "energy"
+    target.setdefault("quantity", "energy" if is_energy else "")
     target.setdefault("read_from", default_file)
     target.setdefault("key", name)
     target.setdefault("unit", "eV" if target["quantity"] == "energy" else "")
