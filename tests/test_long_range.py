@@ -241,8 +241,11 @@ def supercell(structure: Structure) -> Structure:
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_supercell_energy_is_twice_the_cell_energy(name, water):
+@pytest.mark.parametrize("method", ["ewald", "p3m"])
+def test_supercell_energy_is_twice_the_cell_energy(name, method, water):
     model = build(name, True, types=(1, 8), stress=False)
+    # 192 and 384 atoms: P3M by default, Ewald when allowed that many atoms
+    model.long_range.ewald_max_atoms = 1000 if method == "ewald" else 64
     without = build(name, False, types=(1, 8), stress=False)
     without.load_state_dict(model.state_dict(), strict=False)
     cell = water[0]

@@ -81,7 +81,7 @@ class ModelHypers(TypedDict):
         "cutoff": 5.0,
         "lr_wavelength": 0.5,
         "mesh_spacing": 0.5,
-        "ewald_max_atoms": 1000,
+        "ewald_max_atoms": 64,
     }
     """Long-range electrostatics: a latent charge per atom, read out of the
     last hidden layer of the element networks, and the Coulomb energy of these
