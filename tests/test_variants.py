@@ -205,3 +205,19 @@ def test_two_datasets_train_two_variants_and_export_both(tmp_path, monkeypatch):
     assert np.abs(energies["r2scan"] - labels).max() < 0.01 * np.abs(labels).max()
     assert np.abs(energies["pbe"] - pbe_labels).max() < 0.01 * np.abs(labels).max()
     assert np.abs(energies["r2scan"] - energies["pbe"]).min() > 100.0
+
+    # atomtrain eval scores one variant against plain labels
+    import json
+
+    with open("eval.yaml", "w") as file:
+        yaml.safe_dump({"systems": "r2scan.xyz", "targets": {"energy": {}}}, file)
+    command = ["eval", "model.pt", "eval.yaml", "-o", "pred.xyz"]
+    assert main(command + ["--variant", "r2scan"]) == 0
+    predicted = ase.io.read("pred.xyz", ":3")
+    np.testing.assert_allclose(
+        [a.get_potential_energy() for a in predicted], energies["r2scan"], rtol=1e-9
+    )
+    with open("pred_metrics.json") as file:
+        metrics = json.load(file)
+    assert "energy RMSE (meV/atom)" in metrics and "forces RMSE (meV/Å)" in metrics
+    assert main(command + ["--variant", "b3lyp"]) == 1  # offers pbe and r2scan

@@ -16,6 +16,7 @@ from atomtrain.evaluation.engine import Evaluation, evaluate_model
 from atomtrain.evaluation.inputs import read_evaluation_data
 from atomtrain.evaluation.models import load_exported, model_targets, select_targets
 from atomtrain.evaluation.tables import log_metrics
+from atomtrain.evaluation.variants import VariantModel
 from atomtrain.evaluation.writing import AtomsCollector, ExtxyzWriter
 from atomtrain.training.files import atomic_write_text
 from atomtrain.uncertainty.scoring import log_calibration
@@ -48,6 +49,7 @@ def evaluate(
     device: str = "cpu",
     plot: bool = False,
     progress: str = "never",
+    variant: Optional[str] = None,
 ) -> EvaluationResult:
     """Predict with ``model`` on ``data`` and score the predictions.
 
@@ -58,7 +60,8 @@ def evaluate(
     path), a structure file, or ASE ``Atoms``. With ``output`` (an extended
     XYZ path) predictions are streamed to that file and not kept in memory, as
     large datasets need; without it they are returned as ``Atoms``. ``plot``
-    draws ``OUTPUT_parity.png`` beside the output."""
+    draws ``OUTPUT_parity.png`` beside the output. ``variant`` (``r2scan``)
+    evaluates the model's ``X/r2scan`` targets as plain ``X`` (``energy``)."""
     if batch_size < 1:
         raise UserError(
             f"the batch size (--batch-size, or batch_size in Python) must be at "
@@ -68,6 +71,9 @@ def evaluate(
     if source is not None:
         model = load_exported(source, extensions)
     offered = model_targets(model)
+    if variant:
+        model = VariantModel(model, offered, variant, source or "in memory")
+        offered = model.dataset_info
     structures, requested = read_evaluation_data(data)
     info = select_targets(offered, requested, source or "in memory")
     device = torch.device(device)

@@ -40,6 +40,13 @@ def add_parser(commands) -> None:
         help="also write parity plots (predicted against reference) beside the "
         "output, as OUTPUT_parity.png (needs matplotlib)",
     )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="evaluate the model's targets of this variant (energy/NAME...) as "
+        "the plain targets (energy, with forces and stress) of the data",
+    )
     add_progress_bar(parser, "progress bar of the batches")
 
 
@@ -53,5 +60,6 @@ def run(args) -> int:
         device=args.device,
         plot=args.plot,
         progress=args.progress_bar,
+        variant=args.variant,
     )
     return 0
