@@ -148,3 +148,47 @@ def test_calibrate_refuses_bad_inputs(folder):
     args = parser.parse_args(["calibrate", "model.ckpt", "calibration.yaml"])
     with pytest.raises(UserError, match="--train"):
         calibrate(args)
+
+
+def test_md_example_warns_or_stops_on_force_uncertainty(folder):
+    import importlib.util
+    import sys
+    import warnings
+
+    examples = os.path.join(os.path.dirname(RESOURCES), "..", "examples", "md")
+    sys.path.insert(0, examples)
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "run_md", os.path.join(examples, "run_md.py")
+        )
+        run_md = importlib.util.module_from_spec(spec)
+        sys.modules["run_md"] = run_md
+        spec.loader.exec_module(run_md)
+        from uncertainty import ForceUncertainty
+    finally:
+        sys.path.remove(examples)
+        sys.modules.pop("run_md", None)
+
+    assert main(["train", "options.yaml"]) == 0
+    monitor = ForceUncertainty("model.pt")
+    atoms = ase.io.read("calibration.xyz", 0)
+    per_atom = monitor(atoms)
+    assert per_atom.shape == (len(atoms),) and per_atom.min() > 0
+
+    def fresh_atoms():
+        copy = atoms.copy()
+        copy.calc = run_md.calculator("model.pt")
+        return copy
+
+    quiet = run_md.run_md(fresh_atoms(), 6, uncertainty=monitor, threshold=1e9,
+                          uncertainty_interval=3)  # fmt: skip
+    assert quiet.stopped_at_step == -1 and quiet.steps == 6
+    assert 0 < quiet.max_force_uncertainty_eV_per_A < 1e9
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_md.run_md(fresh_atoms(), 6, uncertainty=monitor, threshold=0.0,
+                      uncertainty_interval=3)  # fmt: skip
+    assert any("force uncertainty" in str(w.message) for w in caught)
+    stopped = run_md.run_md(fresh_atoms(), 6, uncertainty=monitor, threshold=0.0,
+                            on_uncertainty="stop", uncertainty_interval=3)  # fmt: skip
+    assert stopped.stopped_at_step in (0, 3) and stopped.steps < 6

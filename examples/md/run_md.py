@@ -3,12 +3,20 @@
     python examples/md/run_md.py [--model model.pt] [--structure file.xyz]
         [--steps 1000] [--timestep 0.5] [--temperature 300]
         [--ensemble nve|langevin]
+        [--force-uncertainty-threshold 0.5 [--on-uncertainty warn|stop]]
 
 Loads ``model.pt`` (a metatomic ``AtomisticModel``, as written by
 ``atomtrain train`` or ``atomtrain export``) into ``metatomic_ase``'s
 ``MetatomicCalculator``, draws Maxwell-Boltzmann velocities at
 ``--temperature`` (seeded, centre-of-mass motion and, for molecules, rotation
 removed) and runs velocity Verlet (NVE) or Langevin (NVT) dynamics.
+
+With a model that has uncertainties (``atomtrain calibrate``, or ``uncertainty:
+true`` in the training options) and ``--force-uncertainty-threshold`` (eV/Å),
+it checks the largest per-atom force uncertainty (spread of the
+``energy_ensemble`` members' forces) every ``--uncertainty-interval`` steps and
+warns, or stops the run, when it crosses the threshold: the dynamics has gone
+where the model was not trained.
 
 It prints the total energy drift per atom (the check that forces are minus the
 gradient of the energy and the time step is small enough: in NVE it should stay
@@ -21,8 +29,9 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import ase
 import ase.io
@@ -62,6 +71,10 @@ class MDResult:
     wall_s: float
     total_energy_eV: List[float] = field(repr=False)
     temperature_K: List[float] = field(repr=False)
+    max_force_uncertainty_eV_per_A: float = float("nan")
+    """Largest per-atom force uncertainty seen (when monitored)."""
+    stopped_at_step: int = -1
+    """Step at which the uncertainty stopped the run (-1: it did not)."""
 
 
 def calculator(
@@ -111,12 +124,19 @@ def run_md(
     seed: int = 0,
     log_interval: int = 0,
     velocities: bool = True,
+    uncertainty: Optional[Callable[[ase.Atoms], np.ndarray]] = None,
+    threshold: Optional[float] = None,
+    on_uncertainty: str = "warn",
+    uncertainty_interval: int = 10,
 ) -> MDResult:
     """Run ``steps`` steps of MD on ``atoms`` (its calculator attached) and
     measure energy conservation, temperature and speed.
 
     ``timestep`` in fs, ``temperature`` in K, ``friction`` in 1/fs (Langevin).
     With ``velocities=False`` the velocities already on ``atoms`` are kept.
+    ``uncertainty(atoms)`` (per-atom force uncertainties, eV/Å) is checked
+    against ``threshold`` every ``uncertainty_interval`` steps: ``warn`` prints
+    a warning, ``stop`` ends the run there.
     """
     if ensemble not in ("nve", "langevin"):
         raise ValueError(f"unknown ensemble '{ensemble}': use 'nve' or 'langevin'")
@@ -159,10 +179,40 @@ def run_md(
                 flush=True,
             )
 
+    worst = [float("nan")]
+    stopped = [-1]
+
+    class UncertaintyStop(Exception):
+        pass
+
+    def check_uncertainty() -> None:
+        step = dynamics.nsteps
+        if uncertainty is None or threshold is None or step % uncertainty_interval:
+            return
+        per_atom = uncertainty(atoms)
+        largest = float(per_atom.max())
+        worst[0] = largest if np.isnan(worst[0]) else max(worst[0], largest)
+        if largest <= threshold:
+            return
+        atom = int(per_atom.argmax())
+        message = (
+            f"step {step}: force uncertainty {largest:.3f} eV/Å on atom {atom} "
+            f"is above the threshold of {threshold} eV/Å"
+        )
+        if on_uncertainty == "stop":
+            stopped[0] = step
+            print(f"{message}: stopping", flush=True)
+            raise UncertaintyStop()
+        warnings.warn(message, stacklevel=1)
+
     record()  # the first evaluation, outside the timing: it also warms the model up
     dynamics.attach(record, interval=1)
+    dynamics.attach(check_uncertainty, interval=1)
     start = time.perf_counter()
-    dynamics.run(steps)
+    try:
+        dynamics.run(steps)
+    except UncertaintyStop:
+        steps = len(energies) - 1
     wall = time.perf_counter() - start
 
     assert len(energies) == steps + 1, (len(energies), steps)
@@ -183,6 +233,8 @@ def run_md(
         drift_rate_meV_per_atom_per_ps=slope,
         steps_per_s=steps / wall if wall > 0 else float("inf"),
         wall_s=wall,
+        max_force_uncertainty_eV_per_A=worst[0],
+        stopped_at_step=stopped[0],
         total_energy_eV=energies,
         temperature_K=temperatures,
     )
@@ -233,6 +285,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--log-interval", type=int, default=100, help="steps (0: quiet; default 100)"
     )
     parser.add_argument("--output", help="write the final structure to this file")
+    parser.add_argument(
+        "--force-uncertainty-threshold",
+        type=float,
+        help="eV/Å: check the models' force uncertainty against it (needs a "
+        "model with energy_ensemble, from atomtrain calibrate)",
+    )
+    parser.add_argument(
+        "--on-uncertainty",
+        choices=("warn", "stop"),
+        default="warn",
+        help="above the threshold: warn and go on, or stop (default: warn)",
+    )
+    parser.add_argument(
+        "--uncertainty-interval",
+        type=int,
+        default=10,
+        help="steps between uncertainty checks (default: 10)",
+    )
     return parser.parse_args(argv)
 
 
@@ -253,6 +323,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{args.timestep} fs, {args.temperature} K",
         flush=True,
     )
+    monitor = None
+    if args.force_uncertainty_threshold is not None:
+        sys.path.insert(0, HERE)
+        from uncertainty import ForceUncertainty
+
+        monitor = ForceUncertainty(args.model, args.device)
     result = run_md(
         atoms,
         steps=args.steps,
@@ -262,6 +338,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         friction=args.friction,
         seed=args.seed,
         log_interval=args.log_interval,
+        uncertainty=monitor,
+        threshold=args.force_uncertainty_threshold,
+        on_uncertainty=args.on_uncertainty,
+        uncertainty_interval=args.uncertainty_interval,
     )
     print(summary(result))
     if args.ensemble == "langevin":
