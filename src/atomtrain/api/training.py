@@ -69,6 +69,8 @@ def train(
     level = atomtrain_logger.level
     if not world.is_main:
         atomtrain_logger.setLevel(logging.ERROR)  # rank 0 reports for all
+    elif atomtrain_logger.getEffectiveLevel() > logging.INFO:
+        atomtrain_logger.setLevel(logging.INFO)  # train.log gets every line
     handler = None
     try:
         # the seed drawn for an unset 'seed', the run folder and the checkpoint

@@ -18,9 +18,10 @@ from atomtrain.errors import UserError
 
 
 ModelCall = Callable[[list, Dict[str, ModelOutput]], Dict[str, TensorMap]]
-# outputs that describe a model rather than predict a labelled quantity: they are
-# never requested unless asked for by name
-AUXILIARY_OUTPUTS = ("features", "mtt::aux::")
+# outputs that describe a model rather than predict a labelled quantity (some
+# tools declare un-namespaced ones, e.g. metatrain's "feature"): never requested
+# unless the evaluation data names them
+AUXILIARY_OUTPUTS = ("feature", "features", "mtt::aux::")
 AUXILIARY_SUFFIXES = ("_uncertainty", "_ensemble", "last_layer_features")
 
 
@@ -80,14 +81,20 @@ def model_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def is_auxiliary(name: str) -> bool:
-    return name.startswith(AUXILIARY_OUTPUTS) or name.endswith(AUXILIARY_SUFFIXES)
+def is_prediction(name: str) -> bool:
+    """Whether an output declared by a foreign model is a quantity to score:
+    energies (and their variants ``energy/NAME``) and namespaced targets
+    (``domain::name``), not features, diagnostics or uncertainties."""
+    if name.startswith(AUXILIARY_OUTPUTS) or name.endswith(AUXILIARY_SUFFIXES):
+        return False
+    return name == "energy" or name.startswith("energy/") or "::" in name
 
 
 def model_targets(model) -> DatasetInfo:
     """What an exported (or in-memory atomtrain) model predicts: atomtrain's
-    stored dataset info when present, else every non-auxiliary output the model
-    declares, energies with forces and stress from autograd."""
+    stored dataset info when present, else the outputs the model declares that
+    are predictions (:func:`is_prediction`), energies with forces and stress
+    from autograd."""
     if not isinstance(model, AtomisticModel):
         return model.dataset_info
     stored = model.metadata().extra.get("atomtrain.dataset_info")
@@ -100,14 +107,16 @@ def model_targets(model) -> DatasetInfo:
     capabilities = model.capabilities()
     targets = {}
     for name, output in capabilities.outputs.items():
-        if is_auxiliary(name) or output.sample_kind not in ("system", "atom"):
-            continue
+        if not is_prediction(name) or output.sample_kind not in ("system", "atom"):
+            continue  # atom-pair outputs have no reference format here
         energy = name == "energy" or name.startswith("energy/")
+        # a declared per-atom output can also be summed per structure, which is
+        # how references are labelled: ask for per-structure values
         targets[name] = TargetInfo(
             name,
             "energy" if energy else output.quantity or "",
             output.unit,
-            output.sample_kind == "atom",
+            False,
             1,
             ["positions", "strain"] if energy else [],
         )
