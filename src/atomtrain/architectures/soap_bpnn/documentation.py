@@ -77,10 +77,10 @@ class ModelHypers(TypedDict):
     temperature, or data with few structures where atoms come that close."""
     long_range: LongRangeHypers = {
         "enable": False,
-        "smearing": 1.0,
-        "cutoff": 5.0,
-        "lr_wavelength": 0.5,
-        "mesh_spacing": 0.5,
+        "smearing": 1.4,
+        "cutoff": 7.0,
+        "lr_wavelength": 0.7,
+        "mesh_spacing": 1.0,
         "ewald_max_atoms": 64,
     }
     """Long-range electrostatics: a latent charge per atom, read out of the
