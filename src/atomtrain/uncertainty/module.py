@@ -99,12 +99,18 @@ class UncertaintyModel(torch.nn.Module):
                 if name not in requested:
                     requested[name] = ModelOutput(sample_kind=kind)
                     added.append(name)
-        results = self.model(systems, requested, selected_atoms)
+        results: Dict[str, TensorMap] = {}
+        if len(requested) > 0:
+            results = self.model(systems, requested, selected_atoms)
         for name, head in self.heads.items():
             want_sigma = head.uncertainty_output in outputs
             want_members = head.ensemble_output in outputs
             if want_sigma or want_members:
-                atomic = self.model.last_layer_features(systems, name)
+                if want_members:  # members' forces need the graph
+                    atomic = self.model.last_layer_features(systems, name)
+                else:  # sigmas are not differentiated: no graph to build
+                    with torch.no_grad():
+                        atomic = self.model.last_layer_features(systems, name)
                 if want_sigma:
                     per_atom = outputs[head.uncertainty_output].sample_kind == "atom"
                     features, samples = self.gather(
