@@ -6,13 +6,17 @@ z); the heads gate equivariant products of the vectors with networks of the
 invariants, so every output rotates (and reflects) as its target does.
 """
 
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from metatensor.torch import TensorMap
+from metatomic.torch import ModelOutput
 
 from atomtrain.data.info import TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
+from atomtrain.nn.flat import FlatSystems
+from atomtrain.nn.outputs import output_map, spherical_map
 from atomtrain.nn.spherical import cartesian_to_l1, symmetric_to_l2
 
 
@@ -31,6 +35,43 @@ def check_equivariant(target: TargetInfo, architecture: str) -> None:
             )
 
 
+class TargetHead(torch.nn.Module):
+    """What every read-out of one target has, whatever its network: the
+    target's composition baseline and scale (``baseline``, fitted before
+    training), and how its per-atom values become metatomic's output. Each
+    architecture subclasses it with its own network and ``forward``."""
+
+    def __init__(self, target: TargetInfo, n_types: int):
+        super().__init__()
+        self.per_atom = target.per_atom
+        self.rank = target.rank
+        self.property_name = "energy" if target.is_energy else display_name(target.name)
+        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+
+    def tensor_map(
+        self,
+        atomic: torch.Tensor,
+        flat: FlatSystems,
+        output: ModelOutput,
+        mask: Optional[torch.Tensor],
+    ) -> TensorMap:
+        """Per-atom values as the output TensorMap (summed per system unless
+        the atom-resolved output is asked for)."""
+        per_atom = output.sample_kind == "atom"
+        return output_map(atomic, flat, self.property_name, per_atom, mask, self.rank)
+
+
+def with_terms(
+    atomic: torch.Tensor, name: str, terms: List[Dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """``atomic`` plus the additive physics terms (repulsion, electrostatics,
+    per atom) that target ``name`` has."""
+    for term in terms:
+        if name in term:
+            atomic = atomic + term[name]
+    return atomic
+
+
 def gate_network(width: int, hidden: int, n_out: int) -> torch.nn.Module:
     """Invariant gates: a small network of the invariant features."""
     return torch.nn.Sequential(
@@ -41,7 +82,7 @@ def gate_network(width: int, hidden: int, n_out: int) -> torch.nn.Module:
     )
 
 
-class CartesianHead(torch.nn.Module):
+class CartesianHead(TargetHead):
     """An equivariant read-out of a Cartesian target from the vector features.
 
     Rank 1: ``sum_c g_c(h) v_c``; rank 2 (symmetric, e.g. a polarizability):
@@ -53,17 +94,13 @@ class CartesianHead(torch.nn.Module):
     def __init__(
         self, target: TargetInfo, n_types: int, width: int, vectors: int, hidden: int
     ):
-        super().__init__()
-        self.per_atom = target.per_atom
-        self.rank = target.rank
+        super().__init__(target, n_types)
         self.vectors = vectors
         self.n_properties = target.num_subtargets
-        self.property_name = display_name(target.name)
         n_gates = vectors * self.n_properties
         if self.rank == 2:
             n_gates += self.n_properties
         self.network = gate_network(width, hidden, n_gates)
-        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
 
     def forward(
         self, h: torch.Tensor, v: torch.Tensor, type_index: torch.Tensor
@@ -166,7 +203,7 @@ class IrrepReadout(torch.nn.Module):
         return torch.einsum("amc,acp->amp", found, gates)
 
 
-class SphericalHead(torch.nn.Module):
+class SphericalHead(TargetHead):
     """A spherical target: one :class:`IrrepReadout` per irrep, each scaled by
     the target's scale (no composition: only a proper scalar could have one,
     and the fit treats the target as a whole)."""
@@ -180,9 +217,7 @@ class SphericalHead(torch.nn.Module):
         hidden: int,
         extra_l2: int = 0,
     ):
-        super().__init__()
-        self.per_atom = target.per_atom
-        self.property_name = display_name(target.name)
+        super().__init__(target, n_types)
         self.irreps: List[Tuple[int, int]] = [(L, s) for L, s in target.irreps]
         self.readouts = torch.nn.ModuleList(
             [
@@ -198,7 +233,6 @@ class SphericalHead(torch.nn.Module):
                 for L, s in target.irreps
             ]
         )
-        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
 
     def forward(
         self, h: torch.Tensor, v: torch.Tensor, l2: torch.Tensor
@@ -207,3 +241,44 @@ class SphericalHead(torch.nn.Module):
         ``l = 2`` features of the architecture (``C = 0`` when it has none)."""
         scale = self.baseline.scale
         return [readout(h, v, l2) * scale for readout in self.readouts]
+
+    def spherical_tensor_map(
+        self,
+        atomic: List[torch.Tensor],
+        flat: FlatSystems,
+        output: ModelOutput,
+        mask: Optional[torch.Tensor],
+    ) -> TensorMap:
+        """The irreps' values as one block each (metatensor's layout)."""
+        per_atom = output.sample_kind == "atom"
+        return spherical_map(
+            self.irreps, atomic, flat, self.property_name, per_atom, mask
+        )
+
+
+class EquivariantOutputs:
+    """For models with ``cartesian_heads`` and ``spherical_heads`` (module
+    dictionaries of the heads above): their outputs, from the invariant
+    features ``h``, the vectors ``v`` and the ``l = 2`` features ``l2``."""
+
+    def equivariant_outputs(
+        self,
+        h: torch.Tensor,
+        v: torch.Tensor,
+        l2: torch.Tensor,
+        type_index: torch.Tensor,
+        flat: FlatSystems,
+        outputs: Dict[str, ModelOutput],
+        mask: Optional[torch.Tensor],
+    ) -> Dict[str, TensorMap]:
+        results: Dict[str, TensorMap] = {}
+        for name, head in self.cartesian_heads.items():
+            if name in outputs:
+                atomic = head(h, v, type_index)
+                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
+        for name, head in self.spherical_heads.items():
+            if name in outputs:
+                irreps = head(h, v, l2)
+                output = outputs[name]
+                results[name] = head.spherical_tensor_map(irreps, flat, output, mask)
+        return results

@@ -11,18 +11,25 @@ from atomtrain.architectures.ace_mp.documentation import ModelHypers
 from atomtrain.architectures.ace_mp.layers import Density, ElementDensity, Update
 from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
-from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
-from atomtrain.nn.heads import CartesianHead, SphericalHead, check_equivariant
+from atomtrain.nn.heads import (
+    CartesianHead,
+    EquivariantOutputs,
+    SphericalHead,
+    TargetHead,
+    check_equivariant,
+    with_terms,
+)
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
-from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
-from atomtrain.nn.outputs import declared_outputs, output_map, spherical_map
+from atomtrain.nn.long_range import long_range_lists, make_long_range
+from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics, l1_to_cartesian
-from atomtrain.nn.zbl import add_repulsion, make_zbl, zbl_lists
+from atomtrain.nn.zbl import make_zbl, zbl_lists
 
 
-class Readout(torch.nn.Module):
+class Readout(TargetHead):
     """One target from the scalars of every layer: linear for the inner layers,
     a small network for the last (as in MACE), summed, then scaled and shifted
     by the target's composition baseline."""
@@ -30,9 +37,7 @@ class Readout(torch.nn.Module):
     def __init__(
         self, target: TargetInfo, n_types: int, channels: int, layers: int, hidden: int
     ):
-        super().__init__()
-        self.per_atom = target.per_atom
-        self.property_name = "energy" if target.is_energy else display_name(target.name)
+        super().__init__(target, n_types)
         n = target.num_subtargets
         self.inner = torch.nn.ModuleList(
             [torch.nn.Linear(channels, n, bias=False) for _ in range(layers - 1)]
@@ -42,7 +47,6 @@ class Readout(torch.nn.Module):
             torch.nn.SiLU(),
             torch.nn.Linear(hidden, n),
         )
-        self.baseline = TargetBaseline(target.name, n_types, n)
 
     def forward(self, scalars: List[torch.Tensor], type_index: torch.Tensor):
         total = self.last(scalars[-1])
@@ -51,7 +55,7 @@ class Readout(torch.nn.Module):
         return self.baseline(total, type_index)
 
 
-class AceMp(ModelInterface[ModelHypers]):
+class AceMp(ModelInterface[ModelHypers], EquivariantOutputs):
     __checkpoint_version__ = 1
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -280,37 +284,17 @@ class AceMp(ModelInterface[ModelHypers]):
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
-                atomic = add_repulsion(head(scalars, type_index), name, repulsion)
-                results[name] = output_map(
-                    add_long_range(atomic, name, coulomb),
-                    flat,
-                    head.property_name,
-                    outputs[name].sample_kind == "atom",
-                    mask,
+                atomic = with_terms(
+                    head(scalars, type_index), name, [repulsion, coulomb]
                 )
+                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
         if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
             return results
         h, v, l2 = self.equivariant_inputs(features)
-        for name, head in self.cartesian_heads.items():
-            if name in outputs:
-                results[name] = output_map(
-                    head(h, v, type_index),
-                    flat,
-                    head.property_name,
-                    outputs[name].sample_kind == "atom",
-                    mask,
-                    head.rank,
-                )
-        for name, head in self.spherical_heads.items():
-            if name in outputs:
-                results[name] = spherical_map(
-                    head.irreps,
-                    head(h, v, l2),
-                    flat,
-                    head.property_name,
-                    outputs[name].sample_kind == "atom",
-                    mask,
-                )
+        equivariant = self.equivariant_outputs(
+            h, v, l2, type_index, flat, outputs, mask
+        )
+        results.update(equivariant)
         return results
 
     def restart(self, dataset_info: DatasetInfo) -> "AceMp":

@@ -9,39 +9,39 @@ from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, Sys
 from atomtrain.abc import ModelInterface
 from atomtrain.architectures.gnn.documentation import ModelHypers
 from atomtrain.architectures.gnn.layers import EdgeGeometry, Interaction, Update
-from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
+from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.errors import UserError
-from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
-from atomtrain.nn.heads import CartesianHead, SphericalHead, check_equivariant
+from atomtrain.nn.heads import (
+    CartesianHead,
+    EquivariantOutputs,
+    SphericalHead,
+    TargetHead,
+    check_equivariant,
+    gate_network,
+    with_terms,
+)
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
-from atomtrain.nn.outputs import declared_outputs, output_map, spherical_map
+from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
-from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl, zbl_lists
 
 
-class ScalarHead(torch.nn.Module):
+class ScalarHead(TargetHead):
     """A small network from an atom's scalar features to one target, scaled and
     shifted by the target's composition baseline."""
 
     def __init__(self, target: TargetInfo, n_types: int, width: int, hidden: int):
-        super().__init__()
-        self.per_atom = target.per_atom
-        self.property_name = "energy" if target.is_energy else display_name(target.name)
-        self.network = torch.nn.Sequential(
-            torch.nn.LayerNorm(width),
-            torch.nn.Linear(width, hidden),
-            torch.nn.SiLU(),
-            torch.nn.Linear(hidden, target.num_subtargets),
-        )
-        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
+        super().__init__(target, n_types)
+        self.network = gate_network(width, hidden, target.num_subtargets)
 
     def forward(self, h: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
         return self.baseline(self.network(h), type_index)
 
 
-class Gnn(ModelInterface[ModelHypers]):
+class Gnn(ModelInterface[ModelHypers], EquivariantOutputs):
     __checkpoint_version__ = 3
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -231,35 +231,14 @@ class Gnn(ModelInterface[ModelHypers]):
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
-                results[name] = output_map(
-                    add_repulsion(head(h, type_index), name, repulsion),
-                    flat,
-                    head.property_name,
-                    outputs[name].sample_kind == "atom",
-                    mask,
-                )
-        for name, head in self.cartesian_heads.items():
-            if name in outputs:
-                results[name] = output_map(
-                    head(h, v, type_index),
-                    flat,
-                    head.property_name,
-                    outputs[name].sample_kind == "atom",
-                    mask,
-                    head.rank,
-                )
-        if len(self.spherical_heads) > 0:
-            no_l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)
-            for name, head in self.spherical_heads.items():
-                if name in outputs:
-                    results[name] = spherical_map(
-                        head.irreps,
-                        head(h, v, no_l2),
-                        flat,
-                        head.property_name,
-                        outputs[name].sample_kind == "atom",
-                        mask,
-                    )
+                atomic = with_terms(head(h, type_index), name, [repulsion])
+                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
+        # spherical L = 2 parts come from products of the vectors alone
+        no_l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)
+        equivariant = self.equivariant_outputs(
+            h, v, no_l2, type_index, flat, outputs, mask
+        )
+        results.update(equivariant)
         return results
 
     def restart(self, dataset_info: DatasetInfo) -> "Gnn":

@@ -10,13 +10,14 @@ from atomtrain.abc import ModelInterface
 from atomtrain.architectures.soap_bpnn.documentation import ModelHypers
 from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
-from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.heads import TargetHead, with_terms
 from atomtrain.nn.last_layer import linear_weights, per_element_features
-from atomtrain.nn.long_range import add_long_range, long_range_lists, make_long_range
-from atomtrain.nn.outputs import declared_outputs, output_map
+from atomtrain.nn.long_range import long_range_lists, make_long_range
+from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.soap import SoapPowerSpectrum
-from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl, zbl_lists
 
 
 class ElementNetworks(torch.nn.Module):
@@ -51,18 +52,15 @@ class ElementNetworks(torch.nn.Module):
         return hidden
 
 
-class TargetHead(torch.nn.Module):
+class ElementLinearHead(TargetHead):
     """Per-element linear read-out of one target, scaled and shifted by its
     composition baseline."""
 
     def __init__(self, target: TargetInfo, n_types: int, width: int):
-        super().__init__()
-        self.per_atom = target.per_atom
-        self.property_name = "energy" if target.is_energy else display_name(target.name)
+        super().__init__(target, n_types)
         self.linears = torch.nn.ModuleList(
             [torch.nn.Linear(width, target.num_subtargets) for _ in range(n_types)]
         )
-        self.baseline = TargetBaseline(target.name, n_types, target.num_subtargets)
 
     def forward(self, hidden: torch.Tensor, type_index: torch.Tensor):
         out = torch.zeros(
@@ -128,7 +126,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         )
         self.heads = torch.nn.ModuleDict(
             {
-                name: TargetHead(target, n_types, width)
+                name: ElementLinearHead(target, n_types, width)
                 for name, target in dataset_info.targets.items()
             }
         )
@@ -196,18 +194,12 @@ class SoapBpnn(ModelInterface[ModelHypers]):
             if self.long_range is not None
             else {}
         )
+        terms = [repulsion, coulomb]
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
-                atomic = add_repulsion(head(hidden, type_index), name, repulsion)
-                atomic = add_long_range(atomic, name, coulomb)
-                results[name] = output_map(
-                    atomic,
-                    flat,
-                    head.property_name,
-                    outputs[name].sample_kind == "atom",
-                    mask,
-                )
+                atomic = with_terms(head(hidden, type_index), name, terms)
+                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
         return results
 
     def restart(self, dataset_info: DatasetInfo) -> "SoapBpnn":
