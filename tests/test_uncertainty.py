@@ -255,3 +255,56 @@ def test_metrics_on_known_cases():
     assert metrics.spearman([1.0, -3.0, 2.0], [0.1, 0.3, 0.2]) == pytest.approx(1.0)
     nll = metrics.gaussian_nll([0.0], [1.0])
     assert nll == pytest.approx(0.5 * torch.log(torch.tensor(2 * torch.pi)).item())
+
+
+def test_other_scalar_targets_get_their_own_outputs(tmp_path):
+    """A per-structure scalar besides the energy (QM9's HOMO-LUMO gap) gets
+    atomtrain::gap_uncertainty and atomtrain::gap_ensemble, exported and checked by
+    metatomic."""
+    from metatomic.torch import ModelEvaluationOptions, load_atomistic_model
+
+    from atomtrain.data.dataset import read_dataset
+    from atomtrain.data.info import DatasetInfo
+    from atomtrain.data.systems import compute_neighbors, make_system
+    from atomtrain.options.expand import expand_dataset
+    from atomtrain.options.schema import DatasetSection
+    from atomtrain.options.validation import validate
+
+    path = os.path.join(RESOURCES, "qm9_reduced_100.xyz")
+    targets = {
+        "energy": {"key": "U0", "unit": "Hartree", "forces": False},
+        "atomtrain::gap": {"key": "epsgap", "unit": "Hartree", "quantity": ""},
+    }
+    section = expand_dataset({"systems": path, "targets": targets}, "qm9")
+    section = validate(DatasetSection, section).model_dump()
+    structures, infos = read_dataset(section, {})
+    structures = list(structures)
+    types = sorted({int(t) for s in structures for t in s.types})
+    info = DatasetInfo(types, infos)
+    arch = import_architecture("soap_bpnn")
+    documentation = import_documentation("soap_bpnn")
+    hypers = resolve_hypers(documentation.ModelHypers, {}, "model", "soap_bpnn")
+    torch.manual_seed(0)
+    model = arch.__model__(hypers, info).to(F64)
+    with torch.no_grad():
+        fit_baselines(model, structures, info)
+    wrapper, fitted = calibrate_llpr(
+        model.eval(), structures[:70], structures[70:], F64, "cpu", n_members=4
+    )
+    assert set(fitted) == {"energy", "atomtrain::gap"}
+    path = str(tmp_path / "qm9.pt")
+    save_exported(export_uncertainty(wrapper), path)
+    loaded = load_atomistic_model(path)
+    names = ["atomtrain::gap", "atomtrain::gap_uncertainty", "atomtrain::gap_ensemble"]
+    assert all(name in loaded.capabilities().outputs for name in names)
+    test = [fresh(s) for s in structures[95:]]
+    requests = loaded.requested_neighbor_lists()
+    compute_neighbors(test, requests)
+    systems = [make_system(s, requests, F64, "cpu")[0] for s in test]
+    options = ModelEvaluationOptions(outputs={n: SYSTEM for n in names})
+    out = loaded(systems, options, check_consistency=True)
+    members = out["atomtrain::gap_ensemble"].block().values
+    torch.testing.assert_close(
+        members.mean(dim=1, keepdim=True), out["atomtrain::gap"].block().values
+    )
+    assert float(out["atomtrain::gap_uncertainty"].block().values.min()) > 0
