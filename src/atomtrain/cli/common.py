@@ -4,16 +4,21 @@ is particular to its command."""
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import re
+from typing import Callable, Optional
 
 
-def add_command(
-    commands, name: str, summary: str, description: str, run: Callable
-) -> argparse.ArgumentParser:
-    """A sub-command: ``summary`` in ``atomtrain --help``, ``description`` in
-    its own help, ``run(args)`` called with the parsed arguments."""
+def add_command(commands, doc: str, run: Optional[Callable]) -> argparse.ArgumentParser:
+    """A sub-command described by its module's docstring, whose first line
+    reads ``atomtrain NAME``: SUMMARY. (the name, and the line of ``atomtrain
+    --help``) and whose other paragraphs are its own help; ``run(args)`` is
+    called with the parsed arguments (None: its actions set their own)."""
+    first, _, rest = doc.strip().partition("\n")
+    name, summary = re.fullmatch(r"``atomtrain (\w+)``: (.*)\.", first).groups()
+    description = " ".join(rest.split()) or summary
     parser = commands.add_parser(name, help=summary, description=description)
-    parser.set_defaults(run=run)
+    if run is not None:
+        parser.set_defaults(run=run)
     return parser
 
 

@@ -1,4 +1,9 @@
-"""``atomtrain data``: pack structure files into a store, describe a store."""
+"""``atomtrain data``: pack data for training larger than memory.
+
+Prepare data files: 'pack' converts structure files into one packed store
+(.atd) that training, validation and eval read with bounded memory; 'info'
+describes a store.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 
 import yaml
 
+from atomtrain.cli.common import add_command
 from atomtrain.errors import UserError
 
 
@@ -15,13 +21,7 @@ logger = logging.getLogger("atomtrain")
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "data",
-        help="pack data for training larger than memory",
-        description="Prepare data files: 'pack' converts structure files into one "
-        "packed store (.atd) that training, validation and eval read with bounded "
-        "memory; 'info' describes a store.",
-    )
+    parser = add_command(commands, __doc__, None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     pack = actions.add_parser(
         "pack",

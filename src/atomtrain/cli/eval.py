@@ -1,4 +1,9 @@
-"""``atomtrain eval``: predict with a model and score the predictions."""
+"""``atomtrain eval``: evaluate a model on a dataset.
+
+Predict the targets of an exported model (model.pt, from atomtrain or any
+metatomic tool) on the structures of a dataset and, when it holds references,
+report RMSE and MAE per target. Predictions are written as they are made.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,7 @@ from atomtrain.cli.common import add_command, add_output, add_progress_bar
 
 
 def add_parser(commands) -> None:
-    parser = add_command(
-        commands,
-        "eval",
-        "evaluate a model on a dataset",
-        "Predict the targets of an exported model (model.pt, from atomtrain or "
-        "any metatomic tool) on the structures of a dataset and, when it holds "
-        "references, report RMSE and MAE per target. Predictions are written as "
-        "they are made.",
-        run,
-    )
+    parser = add_command(commands, __doc__, run)
     parser.add_argument("model", help="exported model (.pt)")
     parser.add_argument(
         "options", help="dataset options (YAML), or a structure file (.xyz, .atd...)"

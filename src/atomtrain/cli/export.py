@@ -1,4 +1,8 @@
-"""``atomtrain export``: turn a checkpoint into a metatomic model file."""
+"""``atomtrain export``: export a checkpoint to a metatomic model (model.pt).
+
+Turn a checkpoint (.ckpt) into a metatomic AtomisticModel file that runs in
+ASE, LAMMPS, i-PI and TorchSim.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,7 @@ from atomtrain.cli.common import add_command, add_output
 
 
 def add_parser(commands) -> None:
-    parser = add_command(
-        commands,
-        "export",
-        "export a checkpoint to a metatomic model (model.pt)",
-        "Turn a checkpoint (.ckpt) into a metatomic AtomisticModel file that runs "
-        "in ASE, LAMMPS, i-PI and TorchSim.",
-        run,
-    )
+    parser = add_command(commands, __doc__, run)
     parser.add_argument("checkpoint", help="checkpoint written by 'atomtrain train'")
     add_output(parser, "model.pt", "exported model file")
     parser.add_argument(

@@ -1,4 +1,8 @@
-"""``atomtrain train``: train a model from an options file, or restart one."""
+"""``atomtrain train``: train a model.
+
+Train a model described by an options file; writes outputs/DATE/TIME/ and
+model.ckpt, model.pt here.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,7 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on a signal, resumable with --restart
 
 
 def add_parser(commands) -> None:
-    parser = add_command(
-        commands,
-        "train",
-        "train a model",
-        "Train a model described by an options file; writes outputs/DATE/TIME/ "
-        "and model.ckpt, model.pt here.",
-        run,
-    )
+    parser = add_command(commands, __doc__, run)
     parser.add_argument("options", help="options file (YAML)")
     parser.add_argument(
         "-o",

@@ -1,4 +1,8 @@
-"""``atomtrain upgrade``: rewrite an old checkpoint at the current versions."""
+"""``atomtrain upgrade``: rewrite a checkpoint at the installed checkpoint versions.
+
+Run the architecture's checkpoint upgrades (model and trainer) and write the
+result, in place unless -o names another file.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,7 @@ logger = logging.getLogger("atomtrain")
 
 
 def add_parser(commands) -> None:
-    parser = add_command(
-        commands,
-        "upgrade",
-        "rewrite a checkpoint at the installed checkpoint versions",
-        "Run the architecture's checkpoint upgrades (model and trainer) and write "
-        "the result, in place unless -o names another file.",
-        run,
-    )
+    parser = add_command(commands, __doc__, run)
     parser.add_argument("checkpoint", help="checkpoint (.ckpt) to upgrade")
     add_output(parser, None, "output file (default: CHECKPOINT)")
 

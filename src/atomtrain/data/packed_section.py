@@ -17,6 +17,7 @@ from atomtrain.data.info import TargetInfo, output_name
 from atomtrain.data.packed import PackedDataset, PackedStore, Selected, StoredTarget
 from atomtrain.data.units import LENGTH_UNIT, conversion_factor
 from atomtrain.errors import UserError, did_you_mean
+from atomtrain.options.expand import files_read_by
 
 
 logger = logging.getLogger("atomtrain")
@@ -45,11 +46,7 @@ def _select(
 ) -> tuple[Selected, TargetInfo]:
     path = store.path
     where = f"target '{name}' of '{path}'"
-    files = {options["read_from"]} | {
-        options[g]["read_from"]
-        for g in ("forces", "stress", "virial")
-        if options.get(g)
-    }
+    files = files_read_by(options)
     if files != {path}:
         raise UserError(
             f"{where} reads from {', '.join(sorted(files - {path}))}; the targets of "

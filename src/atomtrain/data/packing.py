@@ -26,7 +26,7 @@ from atomtrain.data.sources import iter_frames
 from atomtrain.data.target_keys import resolve_keys
 from atomtrain.data.units import LENGTH_UNIT, conversion_factor
 from atomtrain.errors import UserError
-from atomtrain.options.expand import expand_dataset
+from atomtrain.options.expand import expand_dataset, files_read_by
 from atomtrain.options.schema import DatasetSection
 from atomtrain.options.validation import validate
 
@@ -46,12 +46,7 @@ def dataset_section(path: str, spec: dict) -> dict:
     section = expand_dataset(section, "targets")
     section = validate(DatasetSection, section, prefix="targets").model_dump()
     for name, options in section["targets"].items():
-        files = {options["read_from"]}
-        files |= {
-            options[g]["read_from"]
-            for g in ("forces", "stress", "virial")
-            if options.get(g)
-        }
+        files = files_read_by(options)
         if files != {path}:
             raise UserError(
                 f"target '{name}' of the packing spec reads from "

@@ -98,6 +98,13 @@ def _expand_target(name: str, target: Any, default_file: str, where: str) -> dic
     return target
 
 
+def files_read_by(target: dict) -> set[str]:
+    """The files an expanded target section reads: its values' and those of
+    its forces, stress or virial."""
+    files = {target["read_from"]}
+    return files | {target[g]["read_from"] for g in GRADIENTS if target.get(g)}
+
+
 def _expand_gradient(value: Any, gradient: str, default_file: str, where: str):
     if value is False or value is None:
         return False

@@ -213,6 +213,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             self.observers = Observers()  # progress is shown by rank 0 only
         train = concatenate(train_datasets)
         val = concatenate(val_datasets)
+        self.before_training(model, train)
         steps = self._prepare(model, dtype, devices[0], train, val, world)
         sizes = sizes_of(train)
         csv_log = CsvLog(os.path.join(checkpoint_dir, "train.csv"), self.epoch)
@@ -482,6 +483,10 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             if steps.world.is_main:
                 csv_log.write(row)
             self.observers.epoch_done(row)
+
+    def before_training(self, model: ModelInterface, train: Sequence[Structure]):
+        """A hook for architectures: what the model must learn from the
+        training set before the loop starts (every process gets the same)."""
 
     def _select_best(self, model, report: dict) -> None:
         """Keep the weights with the lowest ``best_model_metric`` and count the

@@ -38,26 +38,24 @@ class Observers(TrainingObserver):
     def __init__(self, observers: List[TrainingObserver] | None = None):
         self.observers = list(observers or [])
 
-    def epoch_started(self, epoch: int, n_steps: int, first_step: int) -> None:
+    def _each(self, event: str, *args) -> None:
         for observer in self.observers:
-            observer.epoch_started(epoch, n_steps, first_step)
+            getattr(observer, event)(*args)
+
+    def epoch_started(self, epoch: int, n_steps: int, first_step: int) -> None:
+        self._each("epoch_started", epoch, n_steps, first_step)
 
     def step_done(self, loss: float) -> None:
-        for observer in self.observers:
-            observer.step_done(loss)
+        self._each("step_done", loss)
 
     def validation_started(self, n_batches: int) -> None:
-        for observer in self.observers:
-            observer.validation_started(n_batches)
+        self._each("validation_started", n_batches)
 
     def validation_step_done(self) -> None:
-        for observer in self.observers:
-            observer.validation_step_done()
+        self._each("validation_step_done")
 
     def epoch_done(self, row: dict) -> None:
-        for observer in self.observers:
-            observer.epoch_done(row)
+        self._each("epoch_done", row)
 
     def close(self) -> None:
-        for observer in self.observers:
-            observer.close()
+        self._each("close")

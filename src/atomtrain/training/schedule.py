@@ -89,20 +89,21 @@ class LearningRate:
             self.plateau_multiplier *= self.factor
             self.bad_epochs = 0
 
+    # what a restart needs, with its type and its value in checkpoints older
+    # than the field (None: always present)
+    _STATE = {
+        "step_count": (int, None),
+        "plateau_multiplier": (float, None),
+        "best": (float, None),
+        "bad_epochs": (int, None),
+        "elapsed": (float, 0.0),
+        "warmup_elapsed": (float, 0.0),
+    }
+
     def state_dict(self) -> dict:
-        return {
-            "step_count": self.step_count,
-            "plateau_multiplier": self.plateau_multiplier,
-            "best": self.best,
-            "bad_epochs": self.bad_epochs,
-            "elapsed": self.elapsed,
-            "warmup_elapsed": self.warmup_elapsed,
-        }
+        return {name: getattr(self, name) for name in self._STATE}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_count = int(state["step_count"])
-        self.plateau_multiplier = float(state["plateau_multiplier"])
-        self.best = float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
-        self.elapsed = float(state.get("elapsed", 0.0))  # older checkpoints
-        self.warmup_elapsed = float(state.get("warmup_elapsed", 0.0))
+        for name, (kind, default) in self._STATE.items():
+            value = state[name] if default is None else state.get(name, default)
+            setattr(self, name, kind(value))

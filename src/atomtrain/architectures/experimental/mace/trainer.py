@@ -1,10 +1,7 @@
 """The shared loop, after computing MACE's average number of neighbours."""
 
-from typing import List, Sequence
+from typing import Sequence
 
-import torch
-
-from atomtrain.data.sequences import concatenate
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors, neighbors_of
 from atomtrain.training.logs import logger
@@ -33,19 +30,8 @@ class Trainer(StandardTrainer):
 
     __checkpoint_version__ = 1
 
-    def train(
-        self,
-        model,
-        dtype: torch.dtype,
-        devices: List[torch.device],
-        train_datasets: List[Sequence[Structure]],
-        val_datasets: List[Sequence[Structure]],
-        checkpoint_dir: str,
-    ) -> None:
+    def before_training(self, model, train: Sequence[Structure]) -> None:
         if model.hypers.get("avg_num_neighbors") is None:
-            value = average_neighbors(model, concatenate(train_datasets))
+            value = average_neighbors(model, train)
             model.set_avg_num_neighbors(value)
             logger.info(f"MACE: average number of neighbours {value:.3f}")
-        super().train(
-            model, dtype, devices, train_datasets, val_datasets, checkpoint_dir
-        )
