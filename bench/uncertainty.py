@@ -34,7 +34,10 @@ import torch
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "acac", "train_300K.xyz")
+DATA = os.environ.get(
+    "ACAC_300K",
+    os.path.join(os.path.dirname(ROOT), "shared", "data", "acac", "train_300K.xyz"),
+)
 
 
 def options(train: str, validation: str, seconds: float, seed: int) -> dict:
