@@ -2,8 +2,11 @@
 
     python bench/eval_streaming.py [--n 1000000] [--batch-size 256] [--keep DIR]
 
-Packs N synthetic structures (3-10 atoms of H, C, N, O with Morse energies and
-forces, from ``packed_memory.py``) into a store, exports a tiny untrained
+Packs N structures into a store: ``--distinct`` synthetic ones (3-10 atoms of
+H, C, N, O with Morse energies and forces, from ``packed_memory.py``), then
+copies of them with every position jittered by 0.01 Å (their references are
+the originals', so the metrics are only indicative: memory and time are what
+is measured), exports a tiny untrained
 SOAP-BPNN, and runs ``atomtrain eval model.pt eval.yaml`` in a child process
 with the store's energy and forces as references. Prints the time to pack, the
 evaluation's wall time and structures per second, the child's peak resident
@@ -55,21 +58,47 @@ def export_tiny_model(path: str) -> None:
     save_exported(model.export(), path)
 
 
+def write_jittered_store(path: str, n: int, distinct: int) -> None:
+    """``distinct`` synthetic structures, then jittered copies up to ``n``,
+    streamed into a packed store (never a list of all of them)."""
+    import dataclasses
+
+    import torch
+
+    sys.path.insert(0, HERE)
+    from packed_memory import synthetic_structures
+
+    from atomtrain.data.packed import PackedWriter, StoredTarget
+
+    target = StoredTarget("energy", "eV", False, 1, forces=True, stress=False)
+    base = list(synthetic_structures(min(n, distinct), seed=0))
+    generator = torch.Generator().manual_seed(0)
+    with PackedWriter(path, {"energy": target}, ["synthetic"]) as writer:
+        for index in range(n):
+            structure = base[index % len(base)]
+            if index >= len(base):
+                noise = torch.randn(
+                    structure.positions.shape, generator=generator, dtype=torch.float64
+                )
+                structure = dataclasses.replace(
+                    structure, positions=structure.positions + 0.01 * noise
+                )
+            writer.add(structure, 0, index)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--distinct", type=int, default=2000)
     parser.add_argument("--keep", help="work in this folder and keep its files")
     args = parser.parse_args()
-    sys.path.insert(0, HERE)
-    from packed_memory import write_store
-
     folder = args.keep or tempfile.mkdtemp(prefix="eval_streaming-")
     os.makedirs(folder, exist_ok=True)
     store = os.path.join(folder, "data.atd")
     start = time.perf_counter()
     if not os.path.exists(store):
-        write_store(store, args.n, seed=0)
+        write_jittered_store(store, args.n, args.distinct)
     pack_s = time.perf_counter() - start
     export_tiny_model(os.path.join(folder, "model.pt"))
     with open(os.path.join(folder, "eval.yaml"), "w") as file:

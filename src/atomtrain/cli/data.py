@@ -7,17 +7,8 @@ describes a store.
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-
-import yaml
-
+from atomtrain.api.data import describe_store, pack_data
 from atomtrain.cli.common import add_command
-from atomtrain.errors import UserError
-
-
-logger = logging.getLogger("atomtrain")
 
 
 def add_parser(commands) -> None:
@@ -51,78 +42,24 @@ def add_parser(commands) -> None:
     info.set_defaults(run=run_info)
 
 
-def _spec(text: str | None) -> dict:
-    """A dataset-section-like dict from ``--targets`` (a file or inline YAML)."""
-    if text is None:
-        return {}
-    if os.path.exists(text):
-        from atomtrain.options.load import read_yaml
-
-        data = read_yaml(text)
-        where = f"--targets file '{text}'"
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise UserError(
-                f"--targets '{text}' is neither an existing file nor valid YAML "
-                f"({str(error).splitlines()[0]})."
-            ) from None
-        where = f"--targets '{text}'"
-    if isinstance(data, dict) and isinstance(data.get("training_set"), dict):
-        data = data["training_set"]  # an options file
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{where} must be a mapping: a dataset section with 'targets', or a "
-            "mapping of target names such as {energy: {unit: kcal/mol}}; got "
-            f"{data!r}. (Is the file name right?)"
-        )
-    if "targets" not in data and "systems" not in data:
-        data = {"targets": data}  # a mapping of targets
-    return data
-
-
 def run_pack(args) -> int:
-    from atomtrain.data.packing import pack
-
-    spec = _spec(args.targets)
-    if args.length_unit:
-        systems = spec.get("systems") if isinstance(spec.get("systems"), dict) else {}
-        spec["systems"] = {**systems, "length_unit": args.length_unit}
-    output = args.output
-    if output in args.inputs:
-        raise UserError(f"the output '{output}' is also an input; choose another name.")
-    started = time.perf_counter()
-    stored = pack(args.inputs, output, spec)
-    logger.info(
-        f"wrote {output} ({os.path.getsize(output) / 1e6:.1f} MB) in "
-        f"{time.perf_counter() - started:.1f} s"
-    )
-    for name, target in stored.items():
-        logger.info(
-            f"  {name}: {target.n_values} labels ({target.unit or 'no unit'}), "
-            f"{target.n_forces} with forces, {target.n_stress} with stress"
-        )
+    pack_data(args.inputs, args.output, args.targets, args.length_unit)
     return 0
 
 
 def run_info(args) -> int:
-    from atomtrain.data.packed import PackedStore
-
-    store = PackedStore(args.store)
-    footer = store.footer
+    footer = describe_store(args.store)
     print(f"{args.store}: {footer['format']} version {footer['version']}")
     print(f"  written by   {footer['written_by']}")
     print(f"  structures   {footer['n_structures']}")
     print(f"  atoms        {footer['n_atoms']}")
     print(f"  types        {footer['atomic_types']}")
     print(f"  sources      {', '.join(footer['sources'])}")
-    for name, target in store.targets.items():
+    for name, target in footer["targets"].items():
         shape = "per atom" if target.per_atom else "per structure"
         print(
             f"  target {name}: {target.quantity or '-'} in {target.unit or '-'}, "
             f"{target.num_subtargets} value(s) {shape}; {target.n_values} labels, "
             f"{target.n_forces} forces, {target.n_stress} stresses"
         )
-    store.close()
     return 0
