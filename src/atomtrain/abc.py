@@ -7,7 +7,7 @@ architecture checks ``dataset_info`` and refuses what it cannot fit.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Dict, Generic, List, Literal, Optional, TypeVar
+from typing import Any, Dict, Generic, List, Literal, Optional, Tuple, TypeVar
 
 import torch
 from metatensor.torch import Labels, TensorMap
@@ -122,6 +122,22 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
             f"{type(self).__name__} does not expose last-layer features, so it "
             "has no uncertainty (LLPR) outputs"
         )
+
+    def forward_with_features(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+        target: str,
+    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
+        """``forward`` and ``last_layer_features(systems, target)`` (empty for
+        ``""``). This default runs the network twice; architectures that give
+        both from one pass override it, so that an exported uncertainty costs
+        little more than the prediction."""
+        features = torch.zeros(0)
+        if target != "":
+            features = self.last_layer_features(systems, target)
+        return self.forward(systems, outputs, selected_atoms), features
 
     def last_layer_weights(self, target: str) -> torch.Tensor:
         """The weights ``(n_features, n_properties)`` that map

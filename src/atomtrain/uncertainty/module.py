@@ -3,9 +3,10 @@
 For each calibrated target it offers ``{target}_uncertainty`` (the predicted
 standard deviation, in the target's unit) and ``{target}_ensemble`` (members
 whose last-layer weights are drawn from the posterior), per structure or per
-atom. The wrapped model computes its usual outputs unchanged; the uncertainty
-of a target costs one more evaluation of its last-layer features, and nothing
-when it is not asked for.
+atom. The wrapped model computes its usual outputs unchanged; the last-layer
+features of the first target asked about come from the same pass through the
+network (``forward_with_features``), those of any other target from one more.
+Nothing is added when no uncertainty is asked for.
 """
 
 from typing import Dict, List, Optional
@@ -99,18 +100,26 @@ class UncertaintyModel(torch.nn.Module):
                 if name not in requested:
                     requested[name] = ModelOutput(sample_kind=kind)
                     added.append(name)
-        results: Dict[str, TensorMap] = {}
-        if len(requested) > 0:
-            results = self.model(systems, requested, selected_atoms)
+        # the features of the first target asked about come from the same pass
+        # through the network as the predictions
+        first = ""
+        for name, head in self.heads.items():
+            wanted = (
+                head.uncertainty_output in outputs or head.ensemble_output in outputs
+            )
+            if wanted and first == "":
+                first = name
+        results, first_features = self.model.forward_with_features(
+            systems, requested, selected_atoms, first
+        )
         for name, head in self.heads.items():
             want_sigma = head.uncertainty_output in outputs
             want_members = head.ensemble_output in outputs
             if want_sigma or want_members:
-                if want_members:  # members' forces need the graph
+                if name == first:
+                    atomic = first_features
+                else:
                     atomic = self.model.last_layer_features(systems, name)
-                else:  # sigmas are not differentiated: no graph to build
-                    with torch.no_grad():
-                        atomic = self.model.last_layer_features(systems, name)
                 if want_sigma:
                     per_atom = outputs[head.uncertainty_output].sample_kind == "atom"
                     features, samples = self.gather(
