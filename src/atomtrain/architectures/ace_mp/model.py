@@ -22,11 +22,12 @@ from atomtrain.nn.heads import (
     with_terms,
 )
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
-from atomtrain.nn.long_range import long_range_lists, make_long_range
+from atomtrain.nn.long_range import make_long_range
 from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics, l1_to_cartesian
-from atomtrain.nn.zbl import make_zbl, zbl_lists
+from atomtrain.nn.terms import AdditiveTerms
+from atomtrain.nn.zbl import make_zbl
 
 
 class Readout(TargetHead):
@@ -55,7 +56,7 @@ class Readout(TargetHead):
         return self.baseline(total, type_index)
 
 
-class AceMp(ModelInterface[ModelHypers], EquivariantOutputs):
+class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
     __checkpoint_version__ = 1
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -154,11 +155,7 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs):
         self.outputs = declared_outputs(dataset_info, "ACE-MP")
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return (
-            [self.neighbor_options]
-            + zbl_lists(self.zbl)
-            + long_range_lists(self.long_range)
-        )
+        return [self.neighbor_options] + self.term_lists()
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -273,20 +270,11 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs):
         )
         scalars = [x[:, :, 0] for x in features]
         mask = selected_mask(flat, selected_atoms)
-        repulsion = (
-            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
-        )
-        coulomb = (
-            self.long_range(systems, scalars[-1], outputs)
-            if self.long_range is not None
-            else {}
-        )
+        terms = self.additive_terms(systems, type_index, scalars[-1], outputs)
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
-                atomic = with_terms(
-                    head(scalars, type_index), name, [repulsion, coulomb]
-                )
+                atomic = with_terms(head(scalars, type_index), name, terms)
                 results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
         if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
             return results

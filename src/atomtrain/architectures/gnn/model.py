@@ -26,7 +26,8 @@ from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
-from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.nn.terms import AdditiveTerms
+from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl
 
 
 class ScalarHead(TargetHead):
@@ -41,7 +42,7 @@ class ScalarHead(TargetHead):
         return self.baseline(self.network(h), type_index)
 
 
-class Gnn(ModelInterface[ModelHypers], EquivariantOutputs):
+class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
     __checkpoint_version__ = 3
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -132,6 +133,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs):
                 torch.nn.LayerNorm(self.descriptor.n_features),
                 torch.nn.Linear(self.descriptor.n_features, width),
             )
+        self.long_range = None  # no long-range electrostatics in the GNN
         self.zbl = None  # first None: it may reuse the lists requested so far
         lists = self.requested_neighbor_lists()
         self.zbl = make_zbl(hypers, dataset_info, lists)
@@ -158,7 +160,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs):
         lists = [self.neighbor_options]
         if self.descriptor is not None:
             lists.append(self.half_options)
-        return lists + zbl_lists(self.zbl)
+        return lists + self.term_lists()
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -225,13 +227,11 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs):
         type_index = self.type_index(flat.types)
         h, v = self.features(systems, flat, type_index)
         mask = selected_mask(flat, selected_atoms)
-        repulsion = (
-            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
-        )
+        terms = self.additive_terms(systems, type_index, h, outputs)
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
-                atomic = with_terms(head(h, type_index), name, [repulsion])
+                atomic = with_terms(head(h, type_index), name, terms)
                 results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
         # spherical L = 2 parts come from products of the vectors alone
         no_l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)

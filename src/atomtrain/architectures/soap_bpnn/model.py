@@ -14,10 +14,11 @@ from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.heads import TargetHead, with_terms
 from atomtrain.nn.last_layer import linear_weights, per_element_features
-from atomtrain.nn.long_range import long_range_lists, make_long_range
+from atomtrain.nn.long_range import make_long_range
 from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.soap import SoapPowerSpectrum
-from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.nn.terms import AdditiveTerms
+from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl
 
 
 class ElementNetworks(torch.nn.Module):
@@ -74,7 +75,7 @@ class ElementLinearHead(TargetHead):
         return self.baseline(out, type_index)
 
 
-class SoapBpnn(ModelInterface[ModelHypers]):
+class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
     __checkpoint_version__ = 2
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -143,11 +144,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
     upgrade_from_v1 = staticmethod(upgrade_without_zbl)
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return (
-            [self.neighbor_options]
-            + zbl_lists(self.zbl)
-            + long_range_lists(self.long_range)
-        )
+        return [self.neighbor_options] + self.term_lists()
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -186,15 +183,7 @@ class SoapBpnn(ModelInterface[ModelHypers]):
         features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
         hidden = self.networks(self.norm(features), type_index)
         mask = selected_mask(flat, selected_atoms)
-        repulsion = (
-            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
-        )
-        coulomb = (
-            self.long_range(systems, hidden, outputs)
-            if self.long_range is not None
-            else {}
-        )
-        terms = [repulsion, coulomb]
+        terms = self.additive_terms(systems, type_index, hidden, outputs)
         results: Dict[str, TensorMap] = {}
         for name, head in self.heads.items():
             if name in outputs:
