@@ -55,6 +55,8 @@ def _nested_models(annotation) -> list[type]:
 
 
 def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Annotated:  # tagged union members
+        return _type_name(typing.get_args(annotation)[0])
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Union:
