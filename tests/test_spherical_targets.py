@@ -298,6 +298,7 @@ def test_tensor_trained_as_cartesian_and_as_spherical_agree(tmp_path, monkeypatc
     not be fitted by an equivariant model."""
     import ase.io
     import numpy as np
+    import yaml
     from metatomic.torch.ase_calculator import MetatomicCalculator
 
     monkeypatch.chdir(tmp_path)
@@ -332,6 +333,30 @@ def test_tensor_trained_as_cartesian_and_as_spherical_agree(tmp_path, monkeypatc
         assert error < 0.2 * rms, (folder, error / rms)
     difference = np.sqrt(((predicted["cart"] - predicted["sph"]) ** 2).mean())
     assert difference < 0.2 * rms, difference / rms
+
+    # atomtrain eval reads, scores and writes the irreps in the file's layout
+    import json
+
+    from atomtrain.cli import main
+
+    section = {
+        "systems": "held_out.xyz",
+        "targets": {"alpha": {"key": "spherical", "type": SPHERICAL_TYPE}},
+    }
+    with open("eval.yaml", "w") as file:
+        yaml.safe_dump(section, file)
+    assert main(["eval", "sph/model.pt", "eval.yaml", "-o", "pred.xyz"]) == 0
+    written = np.stack([a.info["alpha"] for a in ase.io.read("pred.xyz", ":")])
+    assert written.shape == (12, 6)
+    l0, l2 = torch.tensor(written[:, :1]), torch.tensor(written[:, 1:])
+    np.testing.assert_allclose(
+        symmetric_from_l0_l2(l0, l2).numpy(), predicted["sph"], atol=1e-8
+    )
+    with open("pred_metrics.json") as file:
+        rmse = json.load(file)["alpha RMSE (-)"]
+    spherical = np.stack([f.info["spherical"] for f in frames])
+    expected = np.sqrt(((written - spherical) ** 2).mean())
+    assert rmse == pytest.approx(expected, rel=1e-6)
 
 
 def test_soap_bpnn_refuses_spherical_targets():
