@@ -7,6 +7,7 @@ rest on the convention it checks.
 """
 
 import math
+import os
 
 import pytest
 import torch
@@ -391,3 +392,51 @@ def test_spherical_options_are_checked():
     section["forces"] = {"read_from": "x.xyz", "key": "forces"}
     with pytest.raises(UserError, match="spherical targets cannot be energies"):
         target_info("alpha", section)
+
+
+def test_ace_mp_learns_a_per_atom_spherical_tensor(tmp_path, monkeypatch):
+    """A smooth per-atom tensor (``sum_j exp(-r_ij) r_ij r_ij^T / r_ij^2``, an
+    NMR-shielding-like L = 0 + L = 2 target) on 40 ethanol frames: ten epochs
+    of ace_mp bring the validation RMSE from 0.27 to 0.06 (seed 2); held to
+    below a third of the first epoch's, and to a quarter of the labels' RMS."""
+    import csv
+
+    import ase.io
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    resources = os.path.join(os.path.dirname(__file__), "resources")
+    frames = ase.io.read(os.path.join(resources, "ethanol_reduced_100.xyz"), ":40")
+    labels = []
+    for atoms in frames:
+        d = atoms.get_all_distances(vector=True)
+        r = np.linalg.norm(d, axis=2)
+        np.fill_diagonal(r, np.inf)
+        tensor = torch.tensor(np.einsum("ij,ijx,ijy->ixy", np.exp(-r) / r**2, d, d))
+        spherical = torch.cat([symmetric_to_l0(tensor), symmetric_to_l2(tensor)], 1)
+        atoms.calc, atoms.info = None, {}
+        atoms.arrays["shielding"] = spherical.numpy()
+        labels.append(spherical.numpy())
+    ase.io.write("shielding.xyz", frames)
+    options = train_options("ace_mp", {})
+    options["architecture"]["model"]["hidden_l_max"] = 2
+    options["architecture"]["training"] = {
+        "num_epochs": 10,
+        "batch_size": 5,
+        "learning_rate": 5e-3,
+        "ema_decay": 0.0,
+    }
+    options["training_set"] = {
+        "systems": "shielding.xyz",
+        "targets": {
+            "shielding": {"key": "shielding", "per_atom": True, "type": SPHERICAL_TYPE}
+        },
+    }
+    options["validation_set"], options["seed"] = 0.25, 2
+    train(options, "run")
+    with open("run/train.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    first, last = (float(r["val shielding RMSE (-)"]) for r in (rows[0], rows[-1]))
+    rms = float(np.sqrt((np.concatenate(labels) ** 2).mean()))
+    assert last < first / 3, (first, last)
+    assert last < 0.25 * rms, (last, rms)
