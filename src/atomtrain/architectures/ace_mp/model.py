@@ -161,21 +161,13 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         return self.outputs
 
     def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
-        """What a read-out's linear maps see: the scalars of the inner layers,
-        the last network's hidden layer and a one (see atomtrain.uncertainty)."""
-        flat = flatten_systems(systems, self.neighbor_options)
-        type_index = self.type_index(flat.types)
-        scalars = self.scalar_features(
-            type_index, flat.centers, flat.neighbors, flat.vectors
-        )
-        for name, head in self.heads.items():
-            if name == target:
-                hidden = head.last[1](head.last[0](scalars[-1]))
-                inner: List[torch.Tensor] = []
-                for k in range(len(scalars) - 1):
-                    inner.append(scalars[k])
-                return torch.cat(inner + [with_bias_column(hidden)], dim=1)
-        raise ValueError("no last-layer features for target " + target)
+        """What ``target``'s last linear map(s) see, per atom, with a column of
+        ones for the bias (see atomtrain.uncertainty)."""
+        nothing: Dict[str, ModelOutput] = {}
+        features = self.forward_with_features(systems, nothing, None, target)[1]
+        if features.dim() != 2:
+            raise ValueError("no last-layer features for target " + target)
+        return features
 
     def last_layer_weights(self, target: str) -> torch.Tensor:
         for name, head in self.heads.items():
@@ -263,6 +255,17 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
+        return self.forward_with_features(systems, outputs, selected_atoms, "")[0]
+
+    def forward_with_features(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+        target: str,
+    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
+        """``forward`` and, from the same pass, the last-layer features of
+        ``target`` (empty for ``""``): what uncertainty outputs need."""
         flat = flatten_systems(systems, self.neighbor_options)
         type_index = self.type_index(flat.types)
         features = self.layer_features(
@@ -272,18 +275,25 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         mask = selected_mask(flat, selected_atoms)
         terms = self.additive_terms(systems, type_index, scalars[-1], outputs)
         results: Dict[str, TensorMap] = {}
+        last_layer = torch.zeros(0)
         for name, head in self.heads.items():
+            if name == target:
+                hidden = head.last[1](head.last[0](scalars[-1]))
+                inner: List[torch.Tensor] = []
+                for k in range(len(scalars) - 1):
+                    inner.append(scalars[k])
+                last_layer = torch.cat(inner + [with_bias_column(hidden)], dim=1)
             if name in outputs:
                 atomic = with_terms(head(scalars, type_index), name, terms)
                 results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
         if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
-            return results
+            return results, last_layer
         h, v, l2 = self.equivariant_inputs(features)
         equivariant = self.equivariant_outputs(
             h, v, l2, type_index, flat, outputs, mask
         )
         results.update(equivariant)
-        return results
+        return results, last_layer
 
     def restart(self, dataset_info: DatasetInfo) -> "AceMp":
         """Continue on data with new elements or targets: every known weight is

@@ -166,16 +166,13 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         return self.outputs
 
     def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
-        """The input of a scalar head's last linear layer and a column of ones
-        (uncertainty: see atomtrain.uncertainty)."""
-        flat = flatten_systems(systems, self.neighbor_options)
-        type_index = self.type_index(flat.types)
-        h, _ = self.features(systems, flat, type_index)
-        for name, head in self.heads.items():
-            if name == target:
-                network = head.network
-                return with_bias_column(network[2](network[1](network[0](h))))
-        raise ValueError("no last-layer features for target " + target)
+        """What ``target``'s last linear map(s) see, per atom, with a column of
+        ones for the bias (see atomtrain.uncertainty)."""
+        nothing: Dict[str, ModelOutput] = {}
+        features = self.forward_with_features(systems, nothing, None, target)[1]
+        if features.dim() != 2:
+            raise ValueError("no last-layer features for target " + target)
+        return features
 
     def last_layer_weights(self, target: str) -> torch.Tensor:
         for name, head in self.heads.items():
@@ -223,13 +220,28 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
+        return self.forward_with_features(systems, outputs, selected_atoms, "")[0]
+
+    def forward_with_features(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+        target: str,
+    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
+        """``forward`` and, from the same pass, the last-layer features of
+        ``target`` (empty for ``""``): what uncertainty outputs need."""
         flat = flatten_systems(systems, self.neighbor_options)
         type_index = self.type_index(flat.types)
         h, v = self.features(systems, flat, type_index)
         mask = selected_mask(flat, selected_atoms)
         terms = self.additive_terms(systems, type_index, h, outputs)
         results: Dict[str, TensorMap] = {}
+        last_layer = torch.zeros(0)
         for name, head in self.heads.items():
+            if name == target:
+                network = head.network
+                last_layer = with_bias_column(network[2](network[1](network[0](h))))
             if name in outputs:
                 atomic = with_terms(head(h, type_index), name, terms)
                 results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
@@ -239,7 +251,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
             h, v, no_l2, type_index, flat, outputs, mask
         )
         results.update(equivariant)
-        return results
+        return results, last_layer
 
     def restart(self, dataset_info: DatasetInfo) -> "Gnn":
         """Continue on data with new elements or new targets: known weights are

@@ -1,6 +1,6 @@
 """SOAP power spectrum -> per-element networks -> per-target heads."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from metatensor.torch import Labels, TensorMap
@@ -150,17 +150,13 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
         return self.outputs
 
     def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
-        """The hidden features and a one, in the block of each atom's element
-        (the heads are per-element linear layers; see atomtrain.uncertainty)."""
-        flat = flatten_systems(systems, self.neighbor_options, expand_half=False)
-        type_index = self.type_index(flat.types)
-        features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
-        hidden = self.networks(self.norm(features), type_index)
-        for name, head in self.heads.items():
-            if name == target:
-                n_types = head.baseline.composition.shape[0]
-                return per_element_features(hidden, type_index, n_types)
-        raise ValueError("no last-layer features for target " + target)
+        """What ``target``'s last linear map(s) see, per atom, with a column of
+        ones for the bias (see atomtrain.uncertainty)."""
+        nothing: Dict[str, ModelOutput] = {}
+        features = self.forward_with_features(systems, nothing, None, target)[1]
+        if features.dim() != 2:
+            raise ValueError("no last-layer features for target " + target)
+        return features
 
     def last_layer_weights(self, target: str) -> torch.Tensor:
         for name, head in self.heads.items():
@@ -178,6 +174,17 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
         outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
     ) -> Dict[str, TensorMap]:
+        return self.forward_with_features(systems, outputs, selected_atoms, "")[0]
+
+    def forward_with_features(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+        target: str,
+    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
+        """``forward`` and, from the same pass, the last-layer features of
+        ``target`` (empty for ``""``): what uncertainty outputs need."""
         flat = flatten_systems(systems, self.neighbor_options, expand_half=False)
         type_index = self.type_index(flat.types)
         features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
@@ -185,11 +192,15 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
         mask = selected_mask(flat, selected_atoms)
         terms = self.additive_terms(systems, type_index, hidden, outputs)
         results: Dict[str, TensorMap] = {}
+        last_layer = torch.zeros(0)
         for name, head in self.heads.items():
+            if name == target:
+                n_types = head.baseline.composition.shape[0]
+                last_layer = per_element_features(hidden, type_index, n_types)
             if name in outputs:
                 atomic = with_terms(head(hidden, type_index), name, terms)
                 results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
-        return results
+        return results, last_layer
 
     def restart(self, dataset_info: DatasetInfo) -> "SoapBpnn":
         """Continue on data with new elements or new targets: known weights are
