@@ -440,3 +440,18 @@ def test_ace_mp_learns_a_per_atom_spherical_tensor(tmp_path, monkeypatch):
     rms = float(np.sqrt((np.concatenate(labels) ** 2).mean()))
     assert last < first / 3, (first, last)
     assert last < 0.25 * rms, (last, rms)
+
+
+@pytest.mark.parametrize("architecture", ["gnn", "ace_mp"])
+def test_restart_with_a_new_element_keeps_spherical_predictions(architecture):
+    model = model_of(architecture, SPHERICAL)
+    structure = read_bundled("ethanol")[3]
+    before = predictions(model, structure, SPHERICAL)
+    extra = TargetInfo("atomtrain::charge", "", "", per_atom=True)
+    grown = model.restart(
+        DatasetInfo([1, 6, 7, 8], {**SPHERICAL, extra.name: extra})
+    ).to(F64)
+    after = predictions(grown.eval(), structure, SPHERICAL)
+    for name in SPHERICAL:
+        for got, want in zip(after[name].blocks(), before[name].blocks()):
+            torch.testing.assert_close(got.values, want.values)
