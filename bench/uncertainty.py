@@ -198,6 +198,12 @@ def main() -> int:
     parser.add_argument("--time", type=float, default=150.0, help="s per model")
     parser.add_argument("--members", type=int, default=3, help="deep ensemble")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="use this gnn checkpoint (trained on the same 400) instead of "
+        "training one; no ensemble then",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -222,9 +228,12 @@ def main() -> int:
         f"displaced {a} Å": displaced(held, a, seed=1) for a in (0.02, 0.04, 0.08)
     }
 
-    checkpoint, train_seconds = train_model(
-        folder, paths["train"], paths["val"], args.time, 0
-    )
+    if args.checkpoint is None:
+        checkpoint, train_seconds = train_model(
+            folder, paths["train"], paths["val"], args.time, 0
+        )
+    else:
+        checkpoint, train_seconds, args.members = args.checkpoint, float("nan"), 0
     model = load_model(checkpoint)
     start = time.perf_counter()
     wrapper, fitted = calibrate_llpr(
