@@ -308,3 +308,56 @@ def test_other_scalar_targets_get_their_own_outputs(tmp_path):
         members.mean(dim=1, keepdim=True), out["atomtrain::gap"].block().values
     )
     assert float(out["atomtrain::gap_uncertainty"].block().values.min()) > 0
+
+
+def test_deep_ensemble_outputs_exported(ethanol, tmp_path):
+    """Mean, scaled spread and members of independently initialised models,
+    the same in memory and exported; the fitted scale minimises the NLL."""
+    from metatomic.torch import ModelEvaluationOptions, load_atomistic_model
+
+    from atomtrain.data.systems import compute_neighbors, make_system
+    from atomtrain.uncertainty.ensembles import DeepEnsemble, fit_scale
+    from atomtrain.uncertainty.export import export_ensemble
+
+    arch = import_architecture("gnn")
+    documentation = import_documentation("gnn")
+    hypers = resolve_hypers(documentation.ModelHypers, HYPERS, "model", "gnn")
+    members = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        member = arch.__model__(copy.deepcopy(hypers), dataset_info()).to(F64)
+        with torch.no_grad():
+            fit_baselines(member, ethanol, member.dataset_info)
+        members.append(member.eval())
+    structures = ethanol[:4]
+    energies = torch.stack(
+        [call(m, structures, {"energy": SYSTEM})[0]["energy"].block().values
+         for m in members]
+    )  # fmt: skip
+    reference = torch.stack([s.targets["energy"].reshape(-1) for s in structures])
+    scale = fit_scale(energies.mean(0) - reference, energies.std(0))
+    nll = [
+        metrics.gaussian_nll(energies.mean(0) - reference, energies.std(0) * scale * f)
+        for f in (0.9, 1.0, 1.1)
+    ]
+    assert nll[1] < min(nll[0], nll[2])
+
+    ensemble = DeepEnsemble(members, {"energy": scale})
+    names = ["energy", "energy_uncertainty", "energy_ensemble"]
+    out = call(ensemble, structures, {n: SYSTEM for n in names})[0]
+    out = {n: out[n].block().values for n in names}
+    torch.testing.assert_close(out["energy"], energies.mean(0))
+    torch.testing.assert_close(out["energy_uncertainty"], energies.std(0) * scale)
+    torch.testing.assert_close(out["energy_ensemble"], energies[:, :, 0].T)
+
+    path = str(tmp_path / "ensemble.pt")
+    save_exported(export_ensemble(ensemble), path)
+    loaded = load_atomistic_model(path)
+    fresh_structures = [fresh(s) for s in structures]
+    requests = loaded.requested_neighbor_lists()
+    compute_neighbors(fresh_structures, requests)
+    systems = [make_system(s, requests, F64, "cpu")[0] for s in fresh_structures]
+    options = ModelEvaluationOptions(outputs={n: SYSTEM for n in names})
+    exported = loaded(systems, options, check_consistency=True)
+    for name in names:
+        torch.testing.assert_close(exported[name].block().values, out[name])

@@ -6,8 +6,6 @@ wrapper offers the same outputs as LLPR (``energy_uncertainty``,
 one model evaluation per member.
 """
 
-from __future__ import annotations
-
 from typing import Dict, List, Optional
 
 import torch
@@ -92,7 +90,9 @@ class DeepEnsemble(torch.nn.Module):
             block.properties.names[0:1],
             torch.arange(n, dtype=torch.int32, device=values.device).reshape(-1, 1),
         )
-        components = block.components if values.dim() > 2 else []
+        components: List[Labels] = []
+        if values.dim() > 2:
+            components = block.components
         new = TensorBlock(values, block.samples, components, properties)
         keys = Labels("_", torch.zeros((1, 1), dtype=torch.int32, device=values.device))
         return TensorMap(keys, [new])

@@ -19,6 +19,7 @@ from metatomic.torch import (
 from atomtrain.data.structure import Structure
 from atomtrain.errors import UserError
 from atomtrain.uncertainty.calibration import fit
+from atomtrain.uncertainty.ensembles import DeepEnsemble
 from atomtrain.uncertainty.llpr import (
     Calibrated,
     feature_covariance,
@@ -74,34 +75,40 @@ def calibrate_llpr(
     return wrap(model, calibrated, n_members), calibrated
 
 
-def uncertainty_outputs(wrapper: UncertaintyModel) -> Dict[str, ModelOutput]:
-    """The capabilities' entries of the uncertainty outputs, per atom."""
+def uncertainty_outputs(
+    base, names: Dict[str, tuple], what: str
+) -> Dict[str, ModelOutput]:
+    """The capabilities' entries of the uncertainty outputs, per atom;
+    ``names``: target -> (uncertainty output, ensemble output, members)."""
     outputs = {}
-    for name, head in wrapper.heads.items():
-        target = wrapper.model.dataset_info.targets[name]
-        for output, what in (
-            (head.uncertainty_output, "standard deviation of"),
-            (head.ensemble_output, f"{head.n_members} last-layer ensemble members of"),
+    for name, (sigma, ensemble, members) in names.items():
+        target = base.dataset_info.targets[name]
+        for output, text in (
+            (sigma, "standard deviation of"),
+            (ensemble, f"{members} ensemble members of"),
         ):
             outputs[output] = ModelOutput(
                 unit=target.unit,
                 sample_kind="atom",
-                description=f"{what} {name} (LLPR)",
+                description=f"{text} {name} ({what})",
             )
     return outputs
 
 
-def export_uncertainty(
-    wrapper: UncertaintyModel,
+def export_with_uncertainty(
+    module: torch.nn.Module,
+    base,
+    names: Dict[str, tuple],
+    description: dict,
     metadata: Optional[ModelMetadata] = None,
-    description: Optional[dict] = None,
 ) -> AtomisticModel:
-    """The wrapped model's export, with the uncertainty outputs added and
-    ``atomtrain.uncertainty`` in the metadata (how they were calibrated)."""
-    plain = wrapper.model.export(metadata)
+    """``module`` exported with the capabilities of ``base`` (an atomtrain
+    model), the uncertainty outputs added and ``atomtrain.uncertainty`` in the
+    metadata (how they were obtained)."""
+    plain = base.export(metadata)
     capabilities = plain.capabilities()
     outputs = dict(capabilities.outputs)
-    outputs.update(uncertainty_outputs(wrapper))
+    outputs.update(uncertainty_outputs(base, names, description.get("method", "llpr")))
     new_capabilities = ModelCapabilities(
         outputs=outputs,
         atomic_types=list(capabilities.atomic_types),
@@ -110,26 +117,58 @@ def export_uncertainty(
         supported_devices=list(capabilities.supported_devices),
         dtype=capabilities.dtype,
     )
-    base = plain.metadata()
-    extra = dict(base.extra)
+    old = plain.metadata()
+    extra = dict(old.extra)
     extra[METADATA_KEY] = json.dumps(
         {
             name: {
-                "uncertainty": head.uncertainty_output,
-                "ensemble": head.ensemble_output,
-                **(description or {}).get(name, {}),
+                "uncertainty": sigma,
+                "ensemble": ensemble,
+                **description.get("targets", {}).get(name, {}),
             }
-            for name, head in wrapper.heads.items()
+            for name, (sigma, ensemble, _) in names.items()
         }
     )
     new_metadata = ModelMetadata(
-        base.name,
-        base.description,
-        list(base.authors),
-        {k: list(v) for k, v in base.references.items()},
+        old.name,
+        old.description,
+        list(old.authors),
+        {k: list(v) for k, v in old.references.items()},
         extra,
     )
-    return AtomisticModel(wrapper.eval(), new_metadata, new_capabilities)
+    return AtomisticModel(module.eval(), new_metadata, new_capabilities)
+
+
+def export_uncertainty(
+    wrapper: UncertaintyModel,
+    metadata: Optional[ModelMetadata] = None,
+    description: Optional[dict] = None,
+) -> AtomisticModel:
+    """An LLPR wrapper exported with its uncertainty outputs."""
+    names = {
+        name: (head.uncertainty_output, head.ensemble_output, head.n_members)
+        for name, head in wrapper.heads.items()
+    }
+    details = {"method": "llpr", "targets": description or {}}
+    return export_with_uncertainty(wrapper, wrapper.model, names, details, metadata)
+
+
+def export_ensemble(
+    ensemble: DeepEnsemble, metadata: Optional[ModelMetadata] = None
+) -> AtomisticModel:
+    """A deep ensemble exported with its uncertainty outputs."""
+    names = {
+        target: (sigma, members, len(ensemble.members))
+        for target, sigma, members in zip(
+            ensemble.targets, ensemble.uncertainty_outputs, ensemble.ensemble_outputs
+        )
+    }
+    details = {
+        "method": "deep ensemble",
+        "targets": {t: {"scale": s} for t, s in ensemble.scales.items()},
+    }
+    base = ensemble.members[0]
+    return export_with_uncertainty(ensemble, base, names, details, metadata)
 
 
 def describe(calibrated: Dict[str, Calibrated], n_members: int) -> dict:
