@@ -106,6 +106,19 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
     def restart(self, dataset_info: DatasetInfo) -> "ModelInterface":
         """This model, extended to new atomic types or targets of ``dataset_info``."""
 
+    def grown(
+        self, dataset_info: DatasetInfo
+    ) -> Optional[Tuple["ModelInterface", List[int]]]:
+        """For ``restart``: a fresh model with these hypers for the union of
+        both datasets' types and targets (on this model's device and dtype),
+        and the new position of each known type; None when nothing is new."""
+        merged = self.dataset_info.union(dataset_info)
+        if merged.to_dict() == self.dataset_info.to_dict():
+            return None
+        new = type(self)(self.hypers, merged).to(next(self.parameters()))
+        known = self.dataset_info.atomic_types
+        return new, [merged.atomic_types.index(t) for t in known]
+
     def is_head_parameter(self, name: str) -> bool:
         """Whether parameter ``name`` belongs to an output head (trained by
         ``finetune.method: heads``); override when heads are not under

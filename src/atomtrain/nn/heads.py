@@ -60,6 +60,31 @@ class TargetHead(torch.nn.Module):
         per_atom = output.sample_kind == "atom"
         return output_map(atomic, flat, self.property_name, per_atom, mask, self.rank)
 
+    def take_from(self, old: "TargetHead", position: List[int]) -> None:
+        """Continue from ``old``, this head in a model that knew fewer types
+        (a restart): every weight is kept, and what is per type moves to the
+        types' new ``position``."""
+        state = self.state_dict()
+        with torch.no_grad():
+            for key, value in old.state_dict().items():
+                if key == "baseline.composition":
+                    state[key][position] = value
+                else:
+                    state[self.moved_key(key, position)].copy_(value)
+
+    def moved_key(self, key: str, position: List[int]) -> str:
+        """Where weight ``key`` of the old head goes (heads with one network
+        per type override it)."""
+        return key
+
+
+def take_heads(
+    new: torch.nn.ModuleDict, old: torch.nn.ModuleDict, position: List[int]
+) -> None:
+    """Every head of ``old`` continues in the same-named head of ``new``."""
+    for name, head in old.items():
+        new[name].take_from(head, position)
+
 
 def with_terms(
     atomic: torch.Tensor, name: str, terms: List[Dict[str, torch.Tensor]]

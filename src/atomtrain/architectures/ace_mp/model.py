@@ -299,13 +299,10 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         """Continue on data with new elements or targets: every known weight is
         kept (per-element rows moved to the elements' new positions), new
         elements and new heads start from fresh weights."""
-        merged = self.dataset_info.union(dataset_info)
-        if merged.to_dict() == self.dataset_info.to_dict():
+        grown = self.grown(dataset_info)
+        if grown is None:
             return self
-        new = AceMp(self.hypers, merged).to(next(self.parameters()))
-        position = [
-            merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
-        ]
+        new, position = grown
         n_types = len(self.dataset_info.atomic_types)
         new_state = new.state_dict()
         with torch.no_grad():

@@ -20,6 +20,7 @@ from atomtrain.nn.heads import (
     TargetHead,
     check_equivariant,
     gate_network,
+    take_heads,
     with_terms,
 )
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
@@ -256,20 +257,16 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
     def restart(self, dataset_info: DatasetInfo) -> "Gnn":
         """Continue on data with new elements or new targets: known weights are
         kept, new element embeddings and new heads start from fresh weights."""
-        merged = self.dataset_info.union(dataset_info)
-        if merged.to_dict() == self.dataset_info.to_dict():
+        grown = self.grown(dataset_info)
+        if grown is None:
             return self
-        new = Gnn(self.hypers, merged).to(next(self.parameters()))
-        position = [
-            merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
-        ]
+        new, position = grown
+        heads = ("heads.", "cartesian_heads.", "spherical_heads.")
         state = {
             k: v
             for k, v in self.state_dict().items()
-            if not k.startswith(("embedding.", "heads.", "cartesian_heads."))
+            if not k.startswith(("embedding.",) + heads)
             and k != "descriptor.species_mixing"
-            # spherical heads have no composition (zeros, one row per element)
-            and not k.endswith("baseline.composition")
         }
         new.load_state_dict(state, strict=False)
         with torch.no_grad():
@@ -277,14 +274,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
             if new.descriptor is not None and self.descriptor is not None:
                 mixing = self.descriptor.species_mixing
                 new.descriptor.species_mixing[position] = mixing
-            for name, head in self.heads.items():
-                target = new.heads[name]
-                target.network.load_state_dict(head.network.state_dict())
-                target.baseline.composition[position] = head.baseline.composition
-                target.baseline.scale.copy_(head.baseline.scale)
-            for name, cartesian in self.cartesian_heads.items():
-                target = new.cartesian_heads[name]
-                target.network.load_state_dict(cartesian.network.state_dict())
-                target.baseline.composition[position] = cartesian.baseline.composition
-                target.baseline.scale.copy_(cartesian.baseline.scale)
+        take_heads(new.heads, self.heads, position)
+        take_heads(new.cartesian_heads, self.cartesian_heads, position)
+        take_heads(new.spherical_heads, self.spherical_heads, position)
         return new

@@ -12,7 +12,7 @@ from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
-from atomtrain.nn.heads import TargetHead, with_terms
+from atomtrain.nn.heads import TargetHead, take_heads, with_terms
 from atomtrain.nn.last_layer import linear_weights, per_element_features
 from atomtrain.nn.long_range import make_long_range
 from atomtrain.nn.outputs import declared_outputs
@@ -73,6 +73,13 @@ class ElementLinearHead(TargetHead):
             atoms = torch.nonzero(type_index == i).reshape(-1)
             out = out.index_copy(0, atoms, linear(hidden[atoms]))
         return self.baseline(out, type_index)
+
+    def moved_key(self, key: str, position: List[int]) -> str:
+        """``linears.I.*`` of type ``I`` goes to the type's new position."""
+        if not key.startswith("linears."):
+            return key
+        _, index, rest = key.split(".", 2)
+        return f"linears.{position[int(index)]}.{rest}"
 
 
 class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
@@ -205,13 +212,10 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
     def restart(self, dataset_info: DatasetInfo) -> "SoapBpnn":
         """Continue on data with new elements or new targets: known weights are
         kept, new elements and heads start from fresh weights."""
-        merged = self.dataset_info.union(dataset_info)
-        if merged.to_dict() == self.dataset_info.to_dict():
+        grown = self.grown(dataset_info)
+        if grown is None:
             return self
-        new = SoapBpnn(self.hypers, merged).to(next(self.parameters()))
-        position = [
-            merged.atomic_types.index(t) for t in self.dataset_info.atomic_types
-        ]
+        new, position = grown
         with torch.no_grad():
             new.soap.species_mixing[position] = self.soap.species_mixing
             new.norm.load_state_dict(self.norm.state_dict())
@@ -219,14 +223,7 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
                 new.networks.networks[index].load_state_dict(
                     self.networks.networks[old].state_dict()
                 )
-            for name, head in self.heads.items():
-                target = new.heads[name]
-                for old, index in enumerate(position):
-                    target.linears[index].load_state_dict(
-                        head.linears[old].state_dict()
-                    )
-                    target.baseline.composition[index] = head.baseline.composition[old]
-                target.baseline.scale.copy_(head.baseline.scale)
             if self.long_range is not None and new.long_range is not None:
                 new.long_range.load_state_dict(self.long_range.state_dict())
+        take_heads(new.heads, self.heads, position)
         return new
