@@ -206,10 +206,12 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=3, help="deep ensemble")
     parser.add_argument("--json", default=None)
     parser.add_argument(
-        "--checkpoint",
+        "--checkpoints",
+        nargs="+",
         default=None,
-        help="use this gnn checkpoint (trained on the same 400) instead of "
-        "training one; no ensemble then",
+        help="use these gnn checkpoints (trained on the same 400, e.g. the "
+        "run_N/model.ckpt of an earlier run) instead of training: the first "
+        "for LLPR, all of them as the deep ensemble",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -236,12 +238,13 @@ def main() -> int:
         f"displaced {a} Å": displaced(held, a, seed=1) for a in (0.02, 0.04, 0.08)
     }
 
-    if args.checkpoint is None:
+    if args.checkpoints is None:
         checkpoint, train_seconds = train_model(
             folder, paths["train"], paths["val"], args.time, 0
         )
     else:
-        checkpoint, train_seconds, args.members = args.checkpoint, float("nan"), 0
+        checkpoint, train_seconds = args.checkpoints[0], float("nan")
+        args.members = len(args.checkpoints)
     model = load_model(checkpoint)
     start = time.perf_counter()
     wrapper, fitted = calibrate_llpr(
@@ -276,9 +279,12 @@ def main() -> int:
     if args.members > 1:
         members, seconds = [model], train_seconds
         for seed in range(1, args.members):
-            path, spent = train_model(
-                folder, paths["train"], paths["val"], args.time, seed
-            )
+            if args.checkpoints is None:
+                path, spent = train_model(
+                    folder, paths["train"], paths["val"], args.time, seed
+                )
+            else:
+                path, spent = args.checkpoints[seed], float("nan")
             members.append(load_model(path))
             seconds += spent
         raw = DeepEnsemble(members, {"energy": 1.0})
