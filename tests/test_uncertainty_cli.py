@@ -101,7 +101,11 @@ def test_eval_reports_calibration_and_writes_sigmas(folder, caplog):
 
     from atomtrain.uncertainty import metrics
 
-    assert main(["train", "options.yaml"]) == 0
+    caplog.set_level(logging.INFO, logger="atomtrain")
+    assert main(["train", "options.yaml", "-o", "test_set=0.2"]) == 0
+    # the end of training scores the calibrated model on the test set
+    assert "on the 6 test structures" in caplog.text
+    caplog.clear()
     caplog.set_level(logging.INFO, logger="atomtrain")
     command = ["eval", "model.pt", "calibration.yaml", "-o", "predictions.xyz"]
     assert main(command + ["--plot"]) == 0

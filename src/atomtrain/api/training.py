@@ -216,7 +216,14 @@ def _train(
     result.exported = os.path.join(output_dir, "model.pt")
     save_exported(export_model.export(), result.exported)
     calibrate_after_training(
-        options, export_model, train_sets, val_sets, dtype, device, result.exported
+        options,
+        export_model,
+        train_sets,
+        val_sets,
+        dtype,
+        device,
+        result.exported,
+        test_sets,
     )
     if copy_to is not None:
         _copy_outputs(output_dir, copy_to, (result.checkpoint, result.exported))

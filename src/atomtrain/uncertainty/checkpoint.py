@@ -100,10 +100,11 @@ def calibrate_checkpoint(
 
 
 def calibrate_after_training(
-    options: dict, model, train, val, dtype, device, exported_path: str
+    options: dict, model, train, val, dtype, device, exported_path: str, test=()
 ) -> None:
     """``uncertainty:`` in the training options: calibrate on the validation
-    set and write ``exported_path`` with the uncertainty outputs."""
+    set, write ``exported_path`` with the uncertainty outputs and log the
+    calibration figures of the test set (when there is one)."""
     section = options.get("uncertainty") or False
     if section is False:
         return
@@ -119,3 +120,13 @@ def calibrate_after_training(
     description = describe(calibrated, members)
     save_exported(export_uncertainty(wrapper, description=description), exported_path)
     logger.info(f"{exported_path} has uncertainty outputs: {json.dumps(description)}")
+    test = [s for dataset in test for s in dataset]
+    if test:
+        from atomtrain.evaluation.engine import evaluate_model
+        from atomtrain.uncertainty.scoring import log_calibration
+
+        info = wrapper.model.dataset_info
+        evaluation = evaluate_model(wrapper, test, info, 8, device=device, dtype=dtype)
+        if evaluation.calibration:
+            logger.info(f"on the {len(test)} test structures:")
+            log_calibration(evaluation.calibration)
