@@ -361,3 +361,17 @@ def test_deep_ensemble_outputs_exported(ethanol, tmp_path):
     exported = loaded(systems, options, check_consistency=True)
     for name in names:
         torch.testing.assert_close(exported[name].block().values, out[name])
+
+
+def test_calibration_refuses_a_model_without_scalar_targets(ethanol):
+    from atomtrain.data.info import TargetInfo
+    from atomtrain.errors import UserError
+
+    arch = import_architecture("gnn")
+    documentation = import_documentation("gnn")
+    hypers = resolve_hypers(documentation.ModelHypers, HYPERS, "model", "gnn")
+    target = TargetInfo("atomtrain::dipole", quantity="", unit="", rank=1)
+    info = dataset_info(targets={"atomtrain::dipole": target})
+    model = arch.__model__(copy.deepcopy(hypers), info).to(F64)
+    with pytest.raises(UserError, match="scalar targets"):
+        calibrate_llpr(model, ethanol[:4], ethanol[4:8], F64, "cpu")

@@ -45,16 +45,23 @@ def calibrate_llpr(
 ) -> tuple[UncertaintyModel, Dict[str, Calibrated]]:
     """LLPR of every scalar target of ``model``: the covariance over ``train``,
     ``alpha`` and ``varsigma`` fitted on ``calibration``."""
+    scalars = [n for n, t in model.dataset_info.targets.items() if t.is_scalar]
+    if not scalars:
+        raise UserError(
+            "cannot calibrate an uncertainty: LLPR covers scalar targets and the "
+            f"model has none (its targets: {', '.join(model.dataset_info.targets)})."
+        )
     try:
-        model.last_layer_weights(next(iter(model.dataset_info.targets)))
+        model.last_layer_weights(scalars[0])
     except NotImplementedError as error:
         raise UserError(f"cannot calibrate an uncertainty: {error}.") from None
     model = model.to(device=device, dtype=dtype).eval()
     calibrated: Dict[str, Calibrated] = {}
     for name, target in model.dataset_info.targets.items():
-        if target.rank > 0:
+        if not target.is_scalar:
             logger.warning(
-                f"no uncertainty for '{name}': LLPR covers scalar targets only"
+                f"no uncertainty for '{name}': LLPR covers scalar targets only "
+                "(not Cartesian or spherical ones)"
             )
             continue
         if not any(name in s.targets for s in calibration):

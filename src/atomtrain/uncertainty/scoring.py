@@ -39,7 +39,7 @@ class UncertaintyScores:
         self.outputs = {
             name: uncertainty_name(name)
             for name, target in info.targets.items()
-            if uncertainty_name(name) in offered and target.rank == 0
+            if uncertainty_name(name) in offered and target.is_scalar
         }
         self.errors: Dict[str, List[torch.Tensor]] = {t: [] for t in self.outputs}
         self.sigmas: Dict[str, List[torch.Tensor]] = {t: [] for t in self.outputs}
