@@ -6,19 +6,23 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput
 
-from atomtrain.data.info import DatasetInfo, display_name
+from atomtrain.data.info import DatasetInfo, base_name, display_name
 from atomtrain.nn.flat import FlatSystems
+
+
+STRESS = "non_conservative_stress"
 
 
 def declared_outputs(
     dataset_info: DatasetInfo, model_name: str
 ) -> Dict[str, ModelOutput]:
     """The metatomic outputs of a model trained on ``dataset_info``: one per
-    target, in its unit, available per atom (and summed per system)."""
+    target, in its unit, available per atom (and summed per system); a direct
+    stress only per system, as metatomic defines it."""
     return {
         name: ModelOutput(
             unit=target.unit,
-            sample_kind="atom",
+            sample_kind="system" if base_name(name) == STRESS else "atom",
             description=f"{display_name(name)} predicted by {model_name}",
         )
         for name, target in dataset_info.targets.items()

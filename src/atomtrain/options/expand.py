@@ -25,6 +25,14 @@ DIRECT_FORCES = {
     "per_atom": True,
     "type": {"cartesian": {"rank": 1}},
 }
+# and for the stress: a symmetric 3x3 tensor per structure (9 numbers in eV/Å³)
+DIRECT_STRESS = {
+    "quantity": "stress",
+    "key": "stress",
+    "unit": "eV/A^3",
+    "per_atom": False,
+    "type": {"cartesian": {"rank": 2}},
+}
 
 
 def expand_dataset(section: Any, where: str) -> Any:
@@ -79,9 +87,11 @@ def _expand_target(name: str, target: Any, default_file: str, where: str) -> dic
             f"the key to read, got {target!r}."
         )
     target = copy.deepcopy(target)
-    if name.split("/", 1)[0] == "non_conservative_force":  # variants too
-        for key, value in DIRECT_FORCES.items():
-            target.setdefault(key, copy.deepcopy(value))
+    base = name.split("/", 1)[0]  # variants too
+    direct = {"non_conservative_force": DIRECT_FORCES}
+    direct["non_conservative_stress"] = DIRECT_STRESS
+    for key, value in direct.get(base, {}).items():
+        target.setdefault(key, copy.deepcopy(value))
     # energy and its variants (energy/pbe, energy/r2scan: metatomic's naming)
     is_energy = name.split("/", 1)[0] == "energy"
     target.setdefault("quantity", "energy" if is_energy else "")

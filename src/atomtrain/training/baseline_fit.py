@@ -23,6 +23,7 @@ from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import make_system
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
+from atomtrain.nn.direct_forces import is_direct_stress
 from atomtrain.nn.zbl import ZblRepulsion
 
 
@@ -291,6 +292,8 @@ class _CartesianFit:
         self.name, self.per_atom = info.name, info.per_atom
         self.components, self.k = info.components, info.num_subtargets
         self.n_types = len(atomic_types)
+        # a direct stress is predicted as atomic virials summed over the volume
+        self.per_volume = is_direct_stress(info.name)
         self.n_labelled, self.count = 0, 0
         self.squares = torch.zeros(self.k, dtype=torch.float64)
 
@@ -303,6 +306,8 @@ class _CartesianFit:
             values = values.double().reshape(-1, self.components, self.k)
             if not self.per_atom:
                 values = values / len(structure)
+            if self.per_volume:
+                values = values * float(torch.linalg.det(structure.cell).abs())
             self.squares += values.pow(2).sum((0, 1))
             self.count += values.shape[0] * self.components
 

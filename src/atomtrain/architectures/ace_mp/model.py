@@ -12,6 +12,7 @@ from atomtrain.architectures.ace_mp.layers import Density, ElementDensity, Updat
 from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
+from atomtrain.nn.direct_forces import stress_per_volume
 from atomtrain.nn.flat import flatten_systems, selected_mask
 from atomtrain.nn.heads import (
     CartesianHead,
@@ -292,7 +293,7 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         equivariant = self.equivariant_outputs(
             h, v, l2, type_index, flat, outputs, mask
         )
-        results.update(equivariant)
+        results.update(stress_per_volume(equivariant, systems))
         return results, last_layer
 
     def restart(self, dataset_info: DatasetInfo) -> "AceMp":

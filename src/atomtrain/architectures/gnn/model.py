@@ -12,6 +12,7 @@ from atomtrain.architectures.gnn.layers import EdgeGeometry, Interaction, Update
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
+from atomtrain.nn.direct_forces import stress_per_volume
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
 from atomtrain.nn.heads import (
     CartesianHead,
@@ -251,7 +252,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         equivariant = self.equivariant_outputs(
             h, v, no_l2, type_index, flat, outputs, mask
         )
-        results.update(equivariant)
+        results.update(stress_per_volume(equivariant, systems))
         return results, last_layer
 
     def restart(self, dataset_info: DatasetInfo) -> "Gnn":
