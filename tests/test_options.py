@@ -209,8 +209,10 @@ def test_defaults_come_from_the_architecture_documentation():
         "base_precision",
         "loss",
         "logging",
+        "uncertainty",
     }
     assert (options["device"], options["base_precision"]) == ("auto", 32)
+    assert options["uncertainty"] is False
     assert options["test_set"] == 0.0
 
 

@@ -196,3 +196,21 @@ def test_md_example_warns_or_stops_on_force_uncertainty(folder):
     stopped = run_md.run_md(fresh_atoms(), 6, uncertainty=monitor, threshold=0.0,
                             on_uncertainty="stop", uncertainty_interval=3)  # fmt: skip
     assert stopped.stopped_at_step in (0, 3) and stopped.steps < 6
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"ensemble_members": 3}, "ensemble_members"),
+        ({"members": 4}, "ensemble_members"),
+        ({"method": "bayes"}, "llpr"),
+    ],
+)
+def test_uncertainty_option_refuses_bad_values(folder, capsys, section, message):
+    with open("options.yaml") as file:
+        options = yaml.safe_load(file)
+    options["uncertainty"] = section
+    write_yaml("options.yaml", options)
+    assert main(["train", "options.yaml"]) == 1
+    error = capsys.readouterr().err
+    assert "uncertainty" in error and message in error
