@@ -29,43 +29,14 @@ from typing import Dict, List, Mapping, Optional
 
 import torch
 from metatomic.torch import ModelOutput, NeighborListOptions, System
-from pydantic import Field
-from typing_extensions import Annotated, TypedDict
 
 from atomtrain.data.info import DatasetInfo
 from atomtrain.errors import UserError
+from atomtrain.nn.long_range_hypers import long_range_defaults
 
 
 # e² / (4 π ε0) in eV Å (CODATA 2018), the unit of every energy in a model
 COULOMB_EV_ANGSTROM = 14.3996454784936
-
-
-class LongRangeHypers(TypedDict):
-    """Long-range electrostatics from learnt latent charges (torch-pme)."""
-
-    enable: bool = False
-    """Add the Coulomb energy of learnt per-atom charges to energy targets
-    (needs ``pip install 'atomtrain[long-range]'``)."""
-    smearing: Annotated[float, Field(gt=0)] = 1.4
-    """Width (Å) of the Gaussians splitting 1/r into a real-space and a
-    reciprocal-space part in periodic cells. The real-space part is accurate to
-    about ``erfc(cutoff / (√2 smearing))``; keep ``cutoff >= 5 smearing``. A
-    wider smearing needs a longer neighbour list and fewer reciprocal vectors."""
-    cutoff: Annotated[float, Field(gt=0)] = 7.0
-    """Radius (Å) of the neighbour list of the real-space part."""
-    lr_wavelength: Annotated[float, Field(gt=0)] = 0.7
-    """Shortest wavelength (Å) of the reciprocal-space vectors of the Ewald
-    sum. Half the smearing gives Coulomb energies within 3e-7 of a converged
-    Ewald sum (0.7 times the smearing: 7e-7; equal to it: 5e-4)."""
-    mesh_spacing: Annotated[float, Field(gt=0)] = 1.0
-    """Largest spacing (Å) of the P3M mesh (its size is rounded up to a power
-    of two). With the defaults, energies are within 7e-5 of the Ewald sum; 0.7
-    Å gives 2e-5 and, for 1,536 atoms of water, costs four times as much."""
-    ewald_max_atoms: Annotated[int, Field(ge=1)] = 64
-    """Periodic structures with more atoms than this use P3M instead of Ewald.
-    At a fixed density and resolution Ewald costs N², P3M N log N; on one CPU
-    core at the density of water they cost the same near 64 atoms (forces of
-    192 atoms with the defaults: 66 ms by Ewald, 10 ms by P3M)."""
 
 
 def long_range_hypers(hypers: Mapping) -> Optional[Mapping]:
@@ -106,7 +77,7 @@ class LongRangeElectrostatics(torch.nn.Module):
     ):
         super().__init__()
         torchpme = _import_torchpme()
-        section = {**_DEFAULTS, **section}  # plain dicts may leave keys out
+        section = {**long_range_defaults(), **section}  # plain dicts may leave keys out
         smearing = float(section["smearing"])
         self.cutoff = float(section["cutoff"])
         self.ewald_max_atoms = int(section["ewald_max_atoms"])
@@ -195,16 +166,6 @@ class LongRangeElectrostatics(torch.nn.Module):
             positions[pairs[:, 1]] - positions[pairs[:, 0]], dim=1
         )
         return self.direct(q, cell, positions, pairs, distances)
-
-
-_DEFAULTS = {
-    "enable": False,
-    "smearing": 1.4,
-    "cutoff": 7.0,
-    "lr_wavelength": 0.7,
-    "mesh_spacing": 1.0,
-    "ewald_max_atoms": 64,
-}
 
 
 def make_long_range(

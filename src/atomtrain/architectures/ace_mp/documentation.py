@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import Field
 from typing_extensions import Annotated, TypedDict
 
-from atomtrain.nn.long_range import LongRangeHypers
+from atomtrain.nn.long_range_hypers import LongRangeHypers, long_range_defaults
 from atomtrain.training.hypers import PositiveFloat, PositiveInt, TrainingHypers
 
 
@@ -77,14 +77,7 @@ class ModelHypers(TypedDict):
     covalent radii (fully from 0.6 of it), added after the composition baseline.
     Keeps atoms apart in molecular dynamics at high temperature and where the
     data has no structures that close."""
-    long_range: LongRangeHypers = {
-        "enable": False,
-        "smearing": 1.4,
-        "cutoff": 7.0,
-        "lr_wavelength": 0.7,
-        "mesh_spacing": 1.0,
-        "ewald_max_atoms": 64,
-    }
+    long_range: LongRangeHypers = long_range_defaults()
     """Long-range electrostatics: a latent charge per atom, read out of the
     last layer's scalar features, and the Coulomb energy of these charges
     (Ewald, P3M or direct sum by torch-pme) added to the energy, for ionic and

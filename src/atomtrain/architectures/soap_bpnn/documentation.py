@@ -18,7 +18,7 @@ per-atom scalar target.
 from pydantic import Field
 from typing_extensions import Annotated, TypedDict
 
-from atomtrain.nn.long_range import LongRangeHypers
+from atomtrain.nn.long_range_hypers import LongRangeHypers, long_range_defaults
 from atomtrain.training.hypers import (
     NonNegativeFloat,
     PositiveFloat,
@@ -75,14 +75,7 @@ class ModelHypers(TypedDict):
     the sum of their covalent radii (switched off smoothly from 0.6 of it), so
     the networks only learn the rest. For molecular dynamics at high
     temperature, or data with few structures where atoms come that close."""
-    long_range: LongRangeHypers = {
-        "enable": False,
-        "smearing": 1.4,
-        "cutoff": 7.0,
-        "lr_wavelength": 0.7,
-        "mesh_spacing": 1.0,
-        "ewald_max_atoms": 64,
-    }
+    long_range: LongRangeHypers = long_range_defaults()
     """Long-range electrostatics: a latent charge per atom, read out of the
     last hidden layer of the element networks, and the Coulomb energy of these
     charges (Ewald, P3M or direct sum by torch-pme) added to the energy, for
