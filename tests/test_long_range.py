@@ -116,7 +116,7 @@ def coulomb_energy(module, structure, charges, positions_grad=False):
     requests = module.requested_neighbor_lists()
     system, positions = make_system(structure, requests, F64, CPU, positions_grad)
     q = torch.tensor(charges).reshape(-1, 1)
-    return module.atomic_energies([system], q).sum(), positions
+    return module.coulomb_energies([system], q).sum(), positions
 
 
 def test_ewald_equals_an_independent_ewald_sum():

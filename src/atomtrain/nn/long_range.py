@@ -25,14 +25,15 @@ Per-atom energies are ``q_i V_i`` (``V_i`` half the potential that the other
 charges create at atom ``i``), so they add up to the total.
 """
 
-from typing import Dict, List, Mapping, Optional
+from typing import List, Mapping, Optional
 
 import torch
-from metatomic.torch import ModelOutput, NeighborListOptions, System
+from metatomic.torch import NeighborListOptions, System
 
 from atomtrain.data.info import DatasetInfo
 from atomtrain.errors import UserError
 from atomtrain.nn.long_range_hypers import long_range_defaults
+from atomtrain.nn.terms import EnergyTerm
 
 
 # e² / (4 π ε0) in eV Å (CODATA 2018), the unit of every energy in a model
@@ -60,7 +61,7 @@ def _import_torchpme():
     return torchpme
 
 
-class LongRangeElectrostatics(torch.nn.Module):
+class LongRangeElectrostatics(EnergyTerm):
     """Per-atom Coulomb energies of latent charges read out of scalar features.
 
     ``model_lists`` are the neighbour lists the model already requests; the
@@ -75,11 +76,14 @@ class LongRangeElectrostatics(torch.nn.Module):
         dataset_info: DatasetInfo,
         model_lists: List[NeighborListOptions],
     ):
-        super().__init__()
         torchpme = _import_torchpme()
         section = {**long_range_defaults(), **section}  # plain dicts may leave keys out
+        cutoff = float(section["cutoff"])
+        options = NeighborListOptions(cutoff=cutoff, full_list=False, strict=False)
+        reused = any(float(o.cutoff) == cutoff and not o.full_list for o in model_lists)
+        super().__init__(dataset_info, options, not reused)
         smearing = float(section["smearing"])
-        self.cutoff = float(section["cutoff"])
+        self.cutoff = cutoff
         self.ewald_max_atoms = int(section["ewald_max_atoms"])
         self.prefactor = COULOMB_EV_ANGSTROM
         self.charges = torch.nn.Linear(n_features, 1)
@@ -97,38 +101,15 @@ class LongRangeElectrostatics(torch.nn.Module):
             mesh_spacing=float(section["mesh_spacing"]),
         )
         self.direct = torchpme.Calculator(torchpme.CoulombPotential(smearing=None))
-        self.targets: List[str] = [
-            name for name, target in dataset_info.targets.items() if target.is_energy
-        ]
-        options = NeighborListOptions(cutoff=self.cutoff, full_list=False, strict=False)
-        self.own_list = not any(
-            float(o.cutoff) == self.cutoff and not o.full_list for o in model_lists
-        )
-        self.options = options
-
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        """The list it needs beyond the model's (none when it reuses one)."""
-        return [self.options] if self.own_list else []
-
-    def forward(
-        self,
-        systems: List[System],
-        features: torch.Tensor,
-        outputs: Dict[str, ModelOutput],
-    ) -> Dict[str, torch.Tensor]:
-        """Per-atom energies ``(n_atoms, 1)`` for each requested energy target;
-        ``features`` are the scalar features of the atoms of ``systems`` in
-        order."""
-        result: Dict[str, torch.Tensor] = {}
-        energies: Optional[torch.Tensor] = None
-        for name in self.targets:
-            if name in outputs:
-                if energies is None:  # computed once, for the first one asked
-                    energies = self.atomic_energies(systems, self.charges(features))
-                result[name] = energies
-        return result
 
     def atomic_energies(
+        self, systems: List[System], features: torch.Tensor
+    ) -> torch.Tensor:
+        """``q_i V_i`` in eV, ``(n_atoms, 1)``, for the charges read out of
+        ``features``, the scalar features of the atoms of ``systems`` in order."""
+        return self.coulomb_energies(systems, self.charges(features))
+
+    def coulomb_energies(
         self, systems: List[System], charges: torch.Tensor
     ) -> torch.Tensor:
         """``q_i V_i`` in eV, ``(n_atoms, 1)``, for ``charges`` ``(n_atoms, 1)``."""
@@ -180,19 +161,3 @@ def make_long_range(
     if section is None:
         return None
     return LongRangeElectrostatics(section, n_features, dataset_info, model_lists)
-
-
-def long_range_lists(
-    long_range: Optional[LongRangeElectrostatics],
-) -> List[NeighborListOptions]:
-    """The neighbour lists ``long_range`` adds to its model's (none when None)."""
-    return [] if long_range is None else long_range.requested_neighbor_lists()
-
-
-def add_long_range(
-    atomic: torch.Tensor, name: str, electrostatics: Dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """``atomic`` plus the Coulomb energy of target ``name`` when it has one."""
-    if name in electrostatics:
-        return atomic + electrostatics[name]
-    return atomic

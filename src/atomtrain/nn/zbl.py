@@ -15,18 +15,19 @@ zero; it only acts where atoms come closer than any bond, a region training
 data rarely samples, and keeps molecular dynamics from collapsing atoms into
 each other there.
 
-Models with ``zbl: true`` hold a :class:`ZblRepulsion` and add its per-atom
-energies to their energy targets after the composition baseline
-(``repulsion = ...; atomic = add_repulsion(atomic, name, repulsion)``).
+Models with ``zbl: true`` hold a :class:`ZblRepulsion`, one of their additive
+terms (:mod:`atomtrain.nn.terms`), whose per-atom energies are added to their
+energy targets after the composition baseline.
 """
 
-from typing import Dict, List, Mapping, Optional
+from typing import List, Mapping, Optional
 
 import torch
-from metatomic.torch import ModelOutput, NeighborListOptions, System
+from metatomic.torch import NeighborListOptions, System
 
 from atomtrain.data.info import DatasetInfo
 from atomtrain.nn.flat import flatten_systems
+from atomtrain.nn.terms import EnergyTerm
 
 
 def zbl_energy(z_i: torch.Tensor, z_j: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ def covalent_radii(atomic_types: List[int]) -> List[float]:
     return [float(table[z]) for z in atomic_types]
 
 
-class ZblRepulsion(torch.nn.Module):
+class ZblRepulsion(EnergyTerm):
     """Switched ZBL repulsion of every pair closer than its ``r_outer``, as
     per-atom energies (half of each pair's energy on each of its atoms).
 
@@ -77,9 +78,14 @@ class ZblRepulsion(torch.nn.Module):
     def __init__(
         self, dataset_info: DatasetInfo, model_lists: List[NeighborListOptions]
     ):
-        super().__init__()
         types = list(dataset_info.atomic_types)
         radii = covalent_radii(types)
+        cutoff = 2.0 * max(radii)
+        usable = [o for o in model_lists if float(o.cutoff) >= cutoff]
+        usable = sorted(usable, key=lambda o: (bool(o.full_list), float(o.cutoff)))
+        own = NeighborListOptions(cutoff=cutoff, full_list=False, strict=False)
+        super().__init__(dataset_info, usable[0] if usable else own, not usable)
+        self.cutoff = cutoff
         # float64 until the model is cast (a float32 start would round the radii)
         self.register_buffer(
             "numbers", torch.tensor(types, dtype=torch.float64), persistent=False
@@ -87,41 +93,6 @@ class ZblRepulsion(torch.nn.Module):
         self.register_buffer(
             "radii", torch.tensor(radii, dtype=torch.float64), persistent=False
         )
-        self.cutoff = 2.0 * max(radii)
-        # the energy targets it is added to
-        self.targets: List[str] = [
-            name for name, target in dataset_info.targets.items() if target.is_energy
-        ]
-        usable = [o for o in model_lists if float(o.cutoff) >= self.cutoff]
-        usable = sorted(usable, key=lambda o: (bool(o.full_list), float(o.cutoff)))
-        self.own_list = not usable
-        self.options = (
-            NeighborListOptions(cutoff=self.cutoff, full_list=False, strict=False)
-            if self.own_list
-            else usable[0]
-        )
-
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        """The list it needs beyond the model's (none when it reuses one)."""
-        return [self.options] if self.own_list else []
-
-    def forward(
-        self,
-        systems: List[System],
-        type_index: torch.Tensor,
-        outputs: Dict[str, ModelOutput],
-    ) -> Dict[str, torch.Tensor]:
-        """Per-atom energies ``(n_atoms, 1)`` for each requested energy target
-        (atoms in the order of ``flatten_systems``, ``type_index`` as the model's
-        :class:`~atomtrain.nn.baseline.TypeIndex` gives it)."""
-        result: Dict[str, torch.Tensor] = {}
-        energies: Optional[torch.Tensor] = None
-        for name in self.targets:
-            if name in outputs:
-                if energies is None:  # computed once, for the first one asked
-                    energies = self.atomic_energies(systems, type_index)
-                result[name] = energies
-        return result
 
     def atomic_energies(
         self, systems: List[System], type_index: torch.Tensor
@@ -154,20 +125,6 @@ def make_zbl(
     hypers without the key, as in ace_mp checkpoints written before it, have
     none)."""
     return ZblRepulsion(dataset_info, model_lists) if hypers.get("zbl") else None
-
-
-def zbl_lists(zbl: Optional[ZblRepulsion]) -> List[NeighborListOptions]:
-    """The neighbour lists ``zbl`` adds to its model's (none when it is None)."""
-    return [] if zbl is None else zbl.requested_neighbor_lists()
-
-
-def add_repulsion(
-    atomic: torch.Tensor, name: str, repulsion: Dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """``atomic`` plus the repulsion of target ``name`` when it has one."""
-    if name in repulsion:
-        return atomic + repulsion[name]
-    return atomic
 
 
 def upgrade_without_zbl(checkpoint: dict) -> dict:

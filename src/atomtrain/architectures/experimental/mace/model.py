@@ -31,8 +31,10 @@ from atomtrain.data.info import DatasetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
 from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.heads import with_terms
 from atomtrain.nn.outputs import declared_outputs, output_map
-from atomtrain.nn.zbl import add_repulsion, make_zbl, upgrade_without_zbl, zbl_lists
+from atomtrain.nn.terms import AdditiveTerms
+from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl
 
 
 def _import_mace():
@@ -135,7 +137,7 @@ def build_mace(hypers: ModelHypers, types: List[int], heads: List[str]):
         )
 
 
-class Mace(ModelInterface[ModelHypers]):
+class Mace(ModelInterface[ModelHypers], AdditiveTerms):
     __checkpoint_version__ = 2
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -178,13 +180,14 @@ class Mace(ModelInterface[ModelHypers]):
             cutoff=float(hypers["r_max"]), full_list=True, strict=False
         )
         self.zbl = make_zbl(hypers, dataset_info, [self.neighbor_options])
+        self.long_range = None  # no long-range electrostatics in MACE
         self.outputs = declared_outputs(dataset_info, "MACE")
 
     # version 2 added the zbl hyper
     upgrade_from_v1 = staticmethod(upgrade_without_zbl)
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options] + zbl_lists(self.zbl)
+        return [self.neighbor_options] + self.term_lists()
 
     def supported_outputs(self) -> Dict[str, ModelOutput]:
         return self.outputs
@@ -262,14 +265,12 @@ class Mace(ModelInterface[ModelHypers]):
             type_index, flat.centers, flat.neighbors, flat.vectors
         )
         mask = selected_mask(flat, selected_atoms)
-        repulsion = (
-            self.zbl(systems, type_index, outputs) if self.zbl is not None else {}
-        )
+        terms = self.additive_terms(systems, type_index, energies, outputs)
         for name, baseline in self.baselines.items():
             if name in outputs:
                 column = self.columns[name]
                 atomic = baseline(energies[:, column : column + 1], type_index)
-                atomic = add_repulsion(atomic, name, repulsion)
+                atomic = with_terms(atomic, name, terms)
                 results[name] = output_map(
                     atomic, flat, "energy", outputs[name].sample_kind == "atom", mask
                 )
