@@ -16,22 +16,22 @@ from atomtrain.errors import UserError
 
 GRADIENTS = ("forces", "stress", "virial")
 
-# metatomic's standard output for forces predicted directly, without a backward
-# pass: its shape is fixed, so the options need only the key of the forces
-DIRECT_FORCES = {
-    "quantity": "force",
-    "key": "forces",
-    "unit": "eV/A",
-    "per_atom": True,
-    "type": {"cartesian": {"rank": 1}},
-}
-# and for the stress: a symmetric 3x3 tensor per structure (9 numbers in eV/Å³)
-DIRECT_STRESS = {
-    "quantity": "stress",
-    "key": "stress",
-    "unit": "eV/A^3",
-    "per_atom": False,
-    "type": {"cartesian": {"rank": 2}},
+# metatomic's standard outputs predicted directly, without a backward pass:
+# their shape is fixed, so the options need only the key of the data. Per
+# output: quantity, key, unit, per atom, Cartesian rank (forces: a vector per
+# atom; stress: a symmetric 3x3 tensor per structure, 9 numbers in eV/Å³)
+DIRECT_TARGETS = {
+    name: {
+        "quantity": quantity,
+        "key": key,
+        "unit": unit,
+        "per_atom": per_atom,
+        "type": {"cartesian": {"rank": rank}},
+    }
+    for name, quantity, key, unit, per_atom, rank in [
+        ("non_conservative_force", "force", "forces", "eV/A", True, 1),
+        ("non_conservative_stress", "stress", "stress", "eV/A^3", False, 2),
+    ]
 }
 
 
@@ -88,9 +88,7 @@ def _expand_target(name: str, target: Any, default_file: str, where: str) -> dic
         )
     target = copy.deepcopy(target)
     base = name.split("/", 1)[0]  # variants too
-    direct = {"non_conservative_force": DIRECT_FORCES}
-    direct["non_conservative_stress"] = DIRECT_STRESS
-    for key, value in direct.get(base, {}).items():
+    for key, value in DIRECT_TARGETS.get(base, {}).items():
         target.setdefault(key, copy.deepcopy(value))
     # energy and its variants (energy/pbe, energy/r2scan: metatomic's naming)
     is_energy = name.split("/", 1)[0] == "energy"

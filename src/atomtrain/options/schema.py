@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _true_is_defaults(value):
+    return {} if value is True else value
+
+
+# an optional section is `false` (off), `true` (on with its defaults) or the
+# section itself
+TRUE_IS_DEFAULTS = BeforeValidator(_true_is_defaults)
 
 
 class GradientSection(_Strict):
@@ -307,7 +323,7 @@ class LoggingSection(_Strict):
             "`OUTPUT_DIR/tensorboard` (needs `pip install 'atomtrain[tensorboard]'`)."
         ),
     )
-    wandb: Union[Literal[False], WandbSection] = Field(
+    wandb: Annotated[Union[Literal[False], WandbSection], TRUE_IS_DEFAULTS] = Field(
         False,
         description=(
             "Log every logged epoch to Weights & Biases: `false`, `true` (wandb's "
@@ -315,11 +331,6 @@ class LoggingSection(_Strict):
             "run folder (needs `pip install 'atomtrain[wandb]'`)."
         ),
     )
-
-    @field_validator("wandb", mode="before")
-    @classmethod
-    def _wandb_short_form(cls, value):
-        return {} if value is True else value
 
 
 class UncertaintySection(_Strict):
@@ -411,7 +422,9 @@ class BaseOptions(_Strict):
             "progress bars, plots, TensorBoard and Weights & Biases."
         ),
     )
-    uncertainty: Union[Literal[False], UncertaintySection] = Field(
+    uncertainty: Annotated[
+        Union[Literal[False], UncertaintySection], TRUE_IS_DEFAULTS
+    ] = Field(
         False,
         description=(
             "At the end of training, calibrate an uncertainty on the validation "
@@ -420,8 +433,3 @@ class BaseOptions(_Strict):
             "section."
         ),
     )
-
-    @field_validator("uncertainty", mode="before")
-    @classmethod
-    def _uncertainty_short_form(cls, value):
-        return {} if value is True else value
