@@ -363,15 +363,17 @@ def test_deep_ensemble_outputs_exported(ethanol, tmp_path):
         torch.testing.assert_close(exported[name].block().values, out[name])
 
 
-def test_calibration_refuses_a_model_without_scalar_targets(ethanol):
+def test_calibration_refuses_a_model_without_covered_targets(ethanol):
+    """LLPR covers scalar and Cartesian targets; a model with a spherical
+    target only is refused, naming its targets."""
     from atomtrain.data.info import TargetInfo
     from atomtrain.errors import UserError
 
     arch = import_architecture("gnn")
     documentation = import_documentation("gnn")
     hypers = resolve_hypers(documentation.ModelHypers, HYPERS, "model", "gnn")
-    target = TargetInfo("atomtrain::dipole", quantity="", unit="", rank=1)
-    info = dataset_info(targets={"atomtrain::dipole": target})
+    target = TargetInfo("atomtrain::shielding", quantity="", unit="", irreps=[(2, 1)])
+    info = dataset_info(targets={"atomtrain::shielding": target})
     model = arch.__model__(copy.deepcopy(hypers), info).to(F64)
-    with pytest.raises(UserError, match="scalar targets"):
+    with pytest.raises(UserError, match="atomtrain::shielding"):
         calibrate_llpr(model, ethanol[:4], ethanol[4:8], F64, "cpu")

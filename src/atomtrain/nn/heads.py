@@ -16,6 +16,7 @@ from atomtrain.data.info import TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
 from atomtrain.nn.flat import FlatSystems
+from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.outputs import output_map, spherical_map
 from atomtrain.nn.spherical import cartesian_to_l1, symmetric_to_l2
 
@@ -140,6 +141,40 @@ class CartesianHead(TargetHead):
         isotropic = gates[:, V * P :] * scale + self.baseline.composition[type_index]
         eye = torch.eye(3, dtype=h.dtype, device=h.device).reshape(1, 3, 3, 1)
         return outer * scale + isotropic.reshape(n_atoms, 1, 1, P) * eye
+
+    def last_layer_features(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, 3**rank, F)`` of every Cartesian component in which
+        the prediction is linear: the gates are a linear map of the gate
+        network's last hidden layer ``z`` (with a bias column), so a component
+        is ``sum_{v,k} v_x z_k W_{(v,k)}`` (rank 2: ``v_x v_y z_k``, plus
+        ``delta_xy z_k`` for the isotropic gate). The composition is the part
+        that does not depend on the weights (see atomtrain.uncertainty)."""
+        network = self.network
+        z = with_bias_column(network[2](network[1](network[0](h))))
+        n_atoms, n_z = z.shape
+        if self.rank == 1:
+            features = torch.einsum("axv,ak->axvk", v, z)
+            return features.reshape(n_atoms, 3, self.vectors * n_z)
+        outer = torch.einsum("axv,ayv,ak->axyvk", v, v, z)
+        outer = outer.reshape(n_atoms, 9, self.vectors * n_z)
+        eye = torch.eye(3, dtype=h.dtype, device=h.device).reshape(1, 9, 1)
+        return torch.cat([outer, eye * z.unsqueeze(1)], dim=2)
+
+    def last_layer_weights(self) -> torch.Tensor:
+        """The weights ``(F, n_properties)`` of :meth:`last_layer_features`,
+        from the gate network's last linear map and the target's scale."""
+        last = self.network[3]
+        rows = linear_weights(
+            last.weight,
+            last.bias,
+            self.baseline.scale.repeat(last.weight.shape[0] // self.n_properties),
+        )
+        n_z, V, P = rows.shape[0], self.vectors, self.n_properties
+        per_vector = rows[:, : V * P].reshape(n_z, V, P).transpose(0, 1)
+        weights = per_vector.reshape(V * n_z, P)
+        if self.rank == 1:
+            return weights
+        return torch.cat([weights, rows[:, V * P :]], dim=0)
 
 
 def _symmetric_traceless_l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -285,6 +320,22 @@ class EquivariantOutputs:
     """For models with ``cartesian_heads`` and ``spherical_heads`` (module
     dictionaries of the heads above): their outputs, from the invariant
     features ``h``, the vectors ``v`` and the ``l = 2`` features ``l2``."""
+
+    def cartesian_last_layer(
+        self, h: torch.Tensor, v: torch.Tensor, target: str
+    ) -> torch.Tensor:
+        """The last-layer features of Cartesian ``target`` ``(N, 3**rank, F)``,
+        empty when ``target`` is not one of the Cartesian heads."""
+        for name, head in self.cartesian_heads.items():
+            if name == target:
+                return head.last_layer_features(h, v)
+        return torch.zeros(0, dtype=h.dtype, device=h.device)
+
+    def cartesian_last_layer_weights(self, target: str) -> torch.Tensor:
+        for name, head in self.cartesian_heads.items():
+            if name == target:
+                return head.last_layer_weights()
+        raise ValueError("no last-layer weights for target " + target)
 
     def equivariant_outputs(
         self,

@@ -16,6 +16,7 @@ from metatomic.torch import (
     ModelOutput,
 )
 
+from atomtrain.data.info import TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.errors import UserError
 from atomtrain.uncertainty.calibration import fit
@@ -34,6 +35,33 @@ DEFAULT_MEMBERS = 32
 METADATA_KEY = "atomtrain.uncertainty"
 
 
+def covered_targets(model) -> Dict[str, TargetInfo]:
+    """The targets of ``model`` that LLPR covers: scalars and Cartesian
+    tensors whose last-layer features the architecture exposes (spherical
+    targets are left out, with a warning)."""
+    covered: Dict[str, TargetInfo] = {}
+    for name, target in model.dataset_info.targets.items():
+        if target.is_spherical:
+            logger.warning(
+                f"no uncertainty for '{name}': LLPR covers scalar and Cartesian "
+                "targets, not spherical ones"
+            )
+            continue
+        try:
+            model.last_layer_weights(name)
+        except (NotImplementedError, ValueError) as error:
+            logger.warning(f"no uncertainty for '{name}': {error}")
+            continue
+        covered[name] = target
+    if not covered:
+        raise UserError(
+            "cannot calibrate an uncertainty: LLPR covers the scalar and Cartesian "
+            "targets whose last-layer features the architecture exposes, and the "
+            f"model has none (its targets: {', '.join(model.dataset_info.targets)})."
+        )
+    return covered
+
+
 def calibrate_llpr(
     model,
     train: List[Structure],
@@ -43,27 +71,12 @@ def calibrate_llpr(
     n_members: int = DEFAULT_MEMBERS,
     batch_size: int = 16,
 ) -> tuple[UncertaintyModel, Dict[str, Calibrated]]:
-    """LLPR of every scalar target of ``model``: the covariance over ``train``,
-    ``alpha`` and ``varsigma`` fitted on ``calibration``."""
-    scalars = [n for n, t in model.dataset_info.targets.items() if t.is_scalar]
-    if not scalars:
-        raise UserError(
-            "cannot calibrate an uncertainty: LLPR covers scalar targets and the "
-            f"model has none (its targets: {', '.join(model.dataset_info.targets)})."
-        )
-    try:
-        model.last_layer_weights(scalars[0])
-    except NotImplementedError as error:
-        raise UserError(f"cannot calibrate an uncertainty: {error}.") from None
+    """LLPR of every scalar and Cartesian target of ``model``: the covariance
+    over ``train``, ``alpha`` and ``varsigma`` fitted on ``calibration``."""
     model = model.to(device=device, dtype=dtype).eval()
+    covered = covered_targets(model)
     calibrated: Dict[str, Calibrated] = {}
-    for name, target in model.dataset_info.targets.items():
-        if not target.is_scalar:
-            logger.warning(
-                f"no uncertainty for '{name}': LLPR covers scalar targets only "
-                "(not Cartesian or spherical ones)"
-            )
-            continue
+    for name, target in covered.items():
         if not any(name in s.targets for s in calibration):
             raise UserError(
                 f"the calibration structures have no reference values of '{name}': "

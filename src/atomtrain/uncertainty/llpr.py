@@ -21,28 +21,29 @@ import torch
 from atomtrain.data.info import TargetInfo, display_name
 from atomtrain.data.structure import Structure
 from atomtrain.data.systems import compute_neighbors, make_system
+from atomtrain.nn.direct_forces import is_direct_stress
 from atomtrain.training.evaluate import predict, references
-from atomtrain.uncertainty.module import TargetUncertainty, UncertaintyModel
-from atomtrain.uncertainty.names import ensemble_name, uncertainty_name
+from atomtrain.uncertainty.module import (
+    TargetUncertainty,
+    UncertaintyModel,
+    sample_features,
+)
 
 
 def summed_features(
     model, structures: List[Structure], target: TargetInfo, dtype, device
 ) -> torch.Tensor:
-    """Last-layer features of ``structures`` in float64, one row per structure
-    (summed over atoms) or per atom for per-atom targets; no gradients."""
+    """Last-layer features of ``structures`` in float64, one row per
+    structure (summed over atoms) or per atom for per-atom targets, and per
+    Cartesian component (``(n * 3**rank, F)``); no gradients."""
     requests = model.requested_neighbor_lists()
     systems = [make_system(s, requests, dtype, device)[0] for s in structures]
     with torch.no_grad():
-        atomic = model.last_layer_features(systems, target.name).to(torch.float64)
-    if target.per_atom:
-        return atomic
-    counts = torch.tensor([len(s) for s in structures], device=device)
-    index = torch.repeat_interleave(
-        torch.arange(len(structures), device=device), counts
-    )
-    sums = torch.zeros((len(structures), atomic.shape[1]), dtype=torch.float64)
-    return sums.to(device).index_add(0, index, atomic)
+        atomic = model.last_layer_features(systems, target.name)
+        features = sample_features(
+            atomic, systems, None, target.per_atom, is_direct_stress(target.name)
+        )[0]
+    return features.to(torch.float64).reshape(-1, features.shape[-1])
 
 
 def batched(structures: List[Structure], size: int) -> Iterable[List[Structure]]:
@@ -90,10 +91,12 @@ def held_out(
         if target.name not in reference.values:
             continue
         rows = reference.rows[(target.name, "values")]
-        x = summed_features(model, batch, target, dtype, device)[rows]
+        x = summed_features(model, batch, target, dtype, device)
+        x = x.reshape(-1, target.components, x.shape[1])[rows].reshape(-1, x.shape[1])
         error = prediction.values[target.name][rows] - reference.values[target.name]
         features.append(x)
-        errors.append(error.to(torch.float64))
+        # one row per Cartesian component, as the features
+        errors.append(error.to(torch.float64).reshape(x.shape[0], -1))
     if not features:
         raise ValueError(f"no structure has a reference value of '{target.name}'")
     return HeldOut(torch.cat(features), torch.cat(errors))
@@ -144,12 +147,12 @@ class Calibrated:
         property_name = "energy" if self.target.is_energy else display_name(name)
         return TargetUncertainty(
             name,
-            uncertainty_name(name),
-            ensemble_name(name),
             property_name,
             inverse,
             self.alpha,
             posterior_shifts(inverse, self.alpha, n_members, seed),
+            self.target.rank,
+            is_direct_stress(name),
         )
 
 

@@ -1,58 +1,127 @@
-"""A TorchScript-able wrapper that adds uncertainty outputs to a trained model.
+"""TorchScript-able wrappers that add uncertainty outputs to trained models.
 
-For each calibrated target it offers ``{target}_uncertainty`` (the predicted
-standard deviation, in the target's unit) and ``{target}_ensemble`` (members
-whose last-layer weights are drawn from the posterior), per structure or per
-atom. The wrapped model computes its usual outputs unchanged; the last-layer
-features of the first target asked about come from the same pass through the
-network (``forward_with_features``), those of any other target from one more.
-Nothing is added when no uncertainty is asked for.
+For each target with an uncertainty they offer ``{target}_uncertainty`` (the
+predicted standard deviation, in the target's unit and layout: one per
+Cartesian component) and ``{target}_ensemble`` (the members' predictions,
+``n_properties * n_members`` properties per component), per structure or per
+atom. :class:`UncertaintyOutputs` holds what every wrapper shares (which
+outputs to ask the wrapped model for, the output maps); :class:`UncertaintyModel`
+is LLPR and the NLL-trained shallow ensemble (last-layer features and weight
+shifts), ``atomtrain.uncertainty.ensembles.DeepEnsemble`` several whole models.
 """
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
+from atomtrain.nn.direct_forces import stress_per_volume
+from atomtrain.nn.outputs import cartesian_components
+from atomtrain.uncertainty.names import ensemble_name, uncertainty_name
+
 
 class TargetUncertainty(torch.nn.Module):
-    """What one target needs: ``sigma^2 = alpha^2 x^T A x`` for features summed
-    like the target (``A``: the regularised inverse covariance of the training
-    features) and the shifts of the ensemble members' last-layer weights."""
+    """What one target needs: ``sigma^2 = alpha^2 x^T A x`` for the features
+    ``x`` of each component, summed like the target (``A``: for LLPR the
+    regularised inverse covariance of the training features), and the shifts
+    of the ensemble members' last-layer weights. ``rank`` is the target's
+    Cartesian rank; ``per_volume`` marks a direct stress (a sum over atoms
+    divided by the cell volume, its features too)."""
 
     def __init__(
         self,
         target: str,
-        uncertainty_output: str,
-        ensemble_output: str,
         property_name: str,
         inverse_covariance: torch.Tensor,
         alpha: torch.Tensor,
         member_shifts: torch.Tensor,
+        rank: int = 0,
+        per_volume: bool = False,
     ):
         super().__init__()
         self.target = target
-        self.uncertainty_output = uncertainty_output
-        self.ensemble_output = ensemble_output
+        self.uncertainty_output = uncertainty_name(target)
+        self.ensemble_output = ensemble_name(target)
         self.property_name = property_name
+        self.rank = rank
+        self.per_volume = per_volume
         self.n_members = member_shifts.shape[1] // alpha.shape[0]
         self.register_buffer("inverse_covariance", inverse_covariance.double())
         self.register_buffer("alpha", alpha.double())
         self.register_buffer("member_shifts", member_shifts.double())
 
     def sigma(self, features: torch.Tensor) -> torch.Tensor:
-        """Standard deviations ``(n, n_properties)`` of rows of ``features``."""
-        x = features.to(torch.float64)
+        """Standard deviations ``(n, [3, [3,]] n_properties)`` of ``features``
+        ``(n, [3**rank,] F)``."""
+        x = features.to(torch.float64).reshape(-1, features.shape[-1])
         rigidity = ((x @ self.inverse_covariance) * x).sum(dim=1).clamp(min=0.0)
-        return torch.sqrt(rigidity).unsqueeze(1) * self.alpha.unsqueeze(0)
+        sigma = torch.sqrt(rigidity).unsqueeze(1) * self.alpha.unsqueeze(0)
+        return sigma.reshape(self.layout(features.shape[0], sigma.shape[1]))
 
     def members(self, prediction: torch.Tensor, features: torch.Tensor):
-        """Ensemble values ``(n, n_properties * n_members)``: the prediction
-        plus each member's change of last-layer weights applied to ``features``."""
-        shifts = features.to(torch.float64) @ self.member_shifts
-        repeated = prediction.to(torch.float64).repeat_interleave(self.n_members, 1)
-        return repeated + shifts
+        """Ensemble values ``(n, [3, [3,]] n_properties * n_members)``: the
+        prediction plus each member's change of last-layer weights applied to
+        ``features``; columns ``p * n_members + m``."""
+        x = features.to(torch.float64).reshape(-1, features.shape[-1])
+        shifts = x @ self.member_shifts
+        rows = prediction.to(torch.float64).reshape(x.shape[0], -1)
+        values = rows.repeat_interleave(self.n_members, 1) + shifts
+        return values.reshape(self.layout(features.shape[0], values.shape[1]))
+
+    def layout(self, n: int, width: int) -> List[int]:
+        """The shape of ``n`` samples of ``width`` properties of this target."""
+        return [n] + [3] * self.rank + [width]
+
+
+def sample_features(
+    atomic: torch.Tensor,
+    systems: List[System],
+    selected_atoms: Optional[Labels],
+    per_atom: bool,
+    per_volume: bool = False,
+) -> Tuple[torch.Tensor, Labels]:
+    """Per-atom last-layer features ``(n_atoms, [C,] F)`` of the selected
+    atoms, or their sums per system (divided by the cell volume for a direct
+    stress), with the sample labels that go with them."""
+    device = atomic.device
+    system_index: List[torch.Tensor] = []
+    atom_index: List[torch.Tensor] = []
+    for i, system in enumerate(systems):
+        n = len(system)
+        system_index.append(torch.full((n,), i, dtype=torch.int32, device=device))
+        atom_index.append(torch.arange(n, dtype=torch.int32, device=device))
+    sample_values = torch.stack([torch.cat(system_index), torch.cat(atom_index)], 1)
+    keep = torch.ones(atomic.shape[0], dtype=torch.bool, device=device)
+    if selected_atoms is not None:
+        chosen = selected_atoms.values.to(device)
+        keep = (sample_values.unsqueeze(1) == chosen.unsqueeze(0)).all(2).any(1)
+    if per_atom:
+        features = atomic[keep]
+        samples = Labels(["system", "atom"], sample_values[keep])
+    else:
+        flat = atomic.reshape(atomic.shape[0], -1)
+        masked = flat * keep.to(atomic.dtype).unsqueeze(1)
+        sums = torch.zeros(
+            (len(systems), flat.shape[1]), dtype=atomic.dtype, device=device
+        )
+        sums = sums.index_add(0, sample_values[:, 0].to(torch.long), masked)
+        features = sums.reshape([len(systems)] + list(atomic.shape[1:]))
+        samples = _labels("system", len(systems), device)
+    if per_volume:
+        # a direct stress is linear in its features: they share its division
+        n, F = features.shape[0], features.shape[-1]
+        block = TensorBlock(
+            features.reshape(n, 3, 3, F),
+            samples,
+            cartesian_components(2, device),
+            _labels("feature", F, device),
+        )
+        keys = Labels("_", torch.zeros((1, 1), dtype=torch.int32, device=device))
+        stress = {"non_conservative_stress": TensorMap(keys, [block])}
+        divided = stress_per_volume(stress, systems)["non_conservative_stress"]
+        features = divided.block().values.reshape(features.shape)
+    return features, samples
 
 
 def _labels(name: str, n: int, device: torch.device) -> Labels:
@@ -60,23 +129,34 @@ def _labels(name: str, n: int, device: torch.device) -> Labels:
     return Labels([name], values)
 
 
-class UncertaintyModel(torch.nn.Module):
-    """``model`` plus the uncertainty outputs of the targets in ``heads``."""
+def as_map(
+    values: torch.Tensor, samples: Labels, components: List[Labels], name: str
+) -> TensorMap:
+    """A one-block map of ``values`` ``(samples, components..., properties)``."""
+    device = values.device
+    block = TensorBlock(
+        values=values,
+        samples=samples,
+        components=components,
+        properties=_labels(name, values.shape[-1], device),
+    )
+    keys = Labels("_", torch.zeros((1, 1), dtype=torch.int32, device=device))
+    return TensorMap(keys, [block])
 
-    def __init__(self, model: torch.nn.Module, heads: Dict[str, TargetUncertainty]):
+
+class UncertaintyOutputs(torch.nn.Module):
+    """What the wrappers share: the names of the uncertainty outputs of
+    ``targets`` and the outputs to ask the wrapped model(s) for. ``compute``
+    (each wrapper's) fills the outputs; the targets added only to build an
+    uncertainty are dropped again."""
+
+    def __init__(self, targets: List[str], needs_target_for_sigma: bool):
         super().__init__()
-        self.model = model
-        self.heads = torch.nn.ModuleDict(heads)
-        extra: List[str] = []
-        for head in heads.values():
-            extra.append(head.uncertainty_output)
-            extra.append(head.ensemble_output)
-        self.extra_outputs = extra
-
-    @torch.jit.unused
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        """The wrapped model's lists (used in Python, like the model's)."""
-        return self.model.requested_neighbor_lists()
+        self.targets = targets
+        self.uncertainty_outputs = [uncertainty_name(t) for t in targets]
+        self.ensemble_outputs = [ensemble_name(t) for t in targets]
+        self.extra_outputs = self.uncertainty_outputs + self.ensemble_outputs
+        self.needs_target_for_sigma = needs_target_for_sigma
 
     def forward(
         self,
@@ -88,20 +168,63 @@ class UncertaintyModel(torch.nn.Module):
         for name, output in outputs.items():
             if name not in self.extra_outputs:
                 requested[name] = output
-        # an ensemble is the prediction plus shifts: predict the target too
+        # members are the prediction plus shifts (or the members' predictions):
+        # the target is predicted too, per the same samples
         added: List[str] = []
-        for name, head in self.heads.items():
-            if head.ensemble_output in outputs:
-                kind = outputs[head.ensemble_output].sample_kind
+        for i, name in enumerate(self.targets):
+            extras = [self.ensemble_outputs[i]]
+            if self.needs_target_for_sigma:
+                extras.append(self.uncertainty_outputs[i])
+            for extra in extras:
+                if extra not in outputs:
+                    continue
+                kind = outputs[extra].sample_kind
                 if name in requested and requested[name].sample_kind != kind:
                     raise ValueError(
-                        "ask for " + name + " and its ensemble per the same samples"
+                        "ask for " + name + " and " + extra + " per the same samples"
                     )
                 if name not in requested:
                     requested[name] = ModelOutput(sample_kind=kind)
                     added.append(name)
-        # the features of the first target asked about come from the same pass
-        # through the network as the predictions
+        results = self.compute(systems, outputs, requested, selected_atoms)
+        for name in added:
+            results.pop(name)
+        return results
+
+    def compute(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        requested: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
+        raise NotImplementedError("each uncertainty wrapper computes its outputs")
+
+
+class UncertaintyModel(UncertaintyOutputs):
+    """``model`` plus the uncertainty outputs of the targets in ``heads``
+    (LLPR, or the shallow ensemble). The wrapped model computes its usual
+    outputs unchanged; the last-layer features of the first target asked
+    about come from the same pass through the network
+    (``forward_with_features``), those of any other target from one more."""
+
+    def __init__(self, model: torch.nn.Module, heads: Dict[str, TargetUncertainty]):
+        super().__init__(list(heads), needs_target_for_sigma=False)
+        self.model = model
+        self.heads = torch.nn.ModuleDict(heads)
+
+    @torch.jit.unused
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        """The wrapped model's lists (used in Python, like the model's)."""
+        return self.model.requested_neighbor_lists()
+
+    def compute(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        requested: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels],
+    ) -> Dict[str, TensorMap]:
         first = ""
         for name, head in self.heads.items():
             wanted = (
@@ -120,73 +243,19 @@ class UncertaintyModel(torch.nn.Module):
                     atomic = first_features
                 else:
                     atomic = self.model.last_layer_features(systems, name)
-                if want_sigma:
-                    per_atom = outputs[head.uncertainty_output].sample_kind == "atom"
-                    features, samples = self.gather(
-                        atomic, systems, selected_atoms, per_atom
+                components = cartesian_components(head.rank, atomic.device)
+                for output in [head.uncertainty_output, head.ensemble_output]:
+                    if output not in outputs:
+                        continue
+                    per_atom = outputs[output].sample_kind == "atom"
+                    features, samples = sample_features(
+                        atomic, systems, selected_atoms, per_atom, head.per_volume
                     )
-                    sigma = head.sigma(features).to(atomic.dtype)
-                    results[head.uncertainty_output] = self.as_map(
-                        sigma, samples, head.property_name
+                    if output == head.uncertainty_output:
+                        values = head.sigma(features)
+                    else:
+                        values = head.members(results[name].block().values, features)
+                    results[output] = as_map(
+                        values.to(atomic.dtype), samples, components, head.property_name
                     )
-                if want_members:
-                    per_atom = outputs[head.ensemble_output].sample_kind == "atom"
-                    features, samples = self.gather(
-                        atomic, systems, selected_atoms, per_atom
-                    )
-                    prediction = results[name].block().values
-                    prediction = prediction.reshape(prediction.shape[0], -1)
-                    members = head.members(prediction, features).to(atomic.dtype)
-                    results[head.ensemble_output] = self.as_map(
-                        members, samples, head.property_name
-                    )
-        for name in added:
-            results.pop(name)
         return results
-
-    def gather(
-        self,
-        atomic: torch.Tensor,
-        systems: List[System],
-        selected_atoms: Optional[Labels],
-        per_atom: bool,
-    ):
-        """Per-atom features of the selected atoms, or their sums per system,
-        with the sample labels that go with them."""
-        device = atomic.device
-        system_index: List[torch.Tensor] = []
-        atom_index: List[torch.Tensor] = []
-        for i, system in enumerate(systems):
-            n = len(system)
-            system_index.append(torch.full((n,), i, dtype=torch.int32, device=device))
-            atom_index.append(torch.arange(n, dtype=torch.int32, device=device))
-        sample_values = torch.stack(
-            [torch.cat(system_index), torch.cat(atom_index)], dim=1
-        )
-        keep = torch.ones(atomic.shape[0], dtype=torch.bool, device=device)
-        if selected_atoms is not None:
-            chosen = selected_atoms.values.to(device)
-            keep = (
-                (sample_values.unsqueeze(1) == chosen.unsqueeze(0))
-                .all(dim=2)
-                .any(dim=1)
-            )
-        if per_atom:
-            return atomic[keep], Labels(["system", "atom"], sample_values[keep])
-        masked = atomic * keep.to(atomic.dtype).unsqueeze(1)
-        sums = torch.zeros(
-            (len(systems), atomic.shape[1]), dtype=atomic.dtype, device=device
-        )
-        sums = sums.index_add(0, sample_values[:, 0].to(torch.long), masked)
-        return sums, _labels("system", len(systems), device)
-
-    def as_map(self, values: torch.Tensor, samples: Labels, name: str) -> TensorMap:
-        device = values.device
-        block = TensorBlock(
-            values=values,
-            samples=samples,
-            components=torch.jit.annotate(List[Labels], []),
-            properties=_labels(name, values.shape[1], device),
-        )
-        keys = Labels("_", torch.zeros((1, 1), dtype=torch.int32, device=device))
-        return TensorMap(keys, [block])

@@ -30,8 +30,9 @@ def offered_outputs(model) -> List[str]:
 
 
 class UncertaintyScores:
-    """Sigmas and errors of the scalar targets whose uncertainty the model
-    offers (``{target}_uncertainty``); empty (false) for other models."""
+    """Sigmas and errors of the scalar and Cartesian targets whose uncertainty
+    the model offers (``{target}_uncertainty``; each Cartesian component is
+    one value); empty (false) for other models."""
 
     def __init__(self, model, info: DatasetInfo):
         offered = set(offered_outputs(model))
@@ -39,7 +40,7 @@ class UncertaintyScores:
         self.outputs = {
             name: uncertainty_name(name)
             for name, target in info.targets.items()
-            if uncertainty_name(name) in offered and target.is_scalar
+            if uncertainty_name(name) in offered and not target.is_spherical
         }
         self.errors: Dict[str, List[torch.Tensor]] = {t: [] for t in self.outputs}
         self.sigmas: Dict[str, List[torch.Tensor]] = {t: [] for t in self.outputs}

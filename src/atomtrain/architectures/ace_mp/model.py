@@ -166,7 +166,7 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         ones for the bias (see atomtrain.uncertainty)."""
         nothing: Dict[str, ModelOutput] = {}
         features = self.forward_with_features(systems, nothing, None, target)[1]
-        if features.dim() != 2:
+        if features.dim() < 2:
             raise ValueError("no last-layer features for target " + target)
         return features
 
@@ -180,7 +180,7 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
                 last = head.last[2]
                 blocks.append(linear_weights(last.weight, last.bias, scale))
                 return torch.cat(blocks, dim=0)
-        raise ValueError("no last-layer weights for target " + target)
+        return self.cartesian_last_layer_weights(target)
 
     def is_head_parameter(self, name: str) -> bool:
         return name.startswith(("heads.", "cartesian_heads.", "spherical_heads."))
@@ -293,6 +293,8 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         equivariant = self.equivariant_outputs(
             h, v, l2, type_index, flat, outputs, mask
         )
+        if target != "" and last_layer.dim() == 1:
+            last_layer = self.cartesian_last_layer(h, v, target)
         results.update(stress_per_volume(equivariant, systems))
         return results, last_layer
 

@@ -172,7 +172,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         ones for the bias (see atomtrain.uncertainty)."""
         nothing: Dict[str, ModelOutput] = {}
         features = self.forward_with_features(systems, nothing, None, target)[1]
-        if features.dim() != 2:
+        if features.dim() < 2:
             raise ValueError("no last-layer features for target " + target)
         return features
 
@@ -181,7 +181,7 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
             if name == target:
                 last = head.network[3]
                 return linear_weights(last.weight, last.bias, head.baseline.scale)
-        raise ValueError("no last-layer weights for target " + target)
+        return self.cartesian_last_layer_weights(target)
 
     def geometry(self, flat: FlatSystems, n_atoms: int) -> EdgeGeometry:
         distances = torch.linalg.vector_norm(flat.vectors, dim=1)
@@ -252,6 +252,8 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         equivariant = self.equivariant_outputs(
             h, v, no_l2, type_index, flat, outputs, mask
         )
+        if target != "" and last_layer.dim() == 1:
+            last_layer = self.cartesian_last_layer(h, v, target)
         results.update(stress_per_volume(equivariant, systems))
         return results, last_layer
 
