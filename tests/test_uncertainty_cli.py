@@ -95,6 +95,38 @@ def test_train_with_uncertainty_then_calibrate(folder):
     )
 
 
+def test_train_and_calibrate_a_shallow_ensemble(folder):
+    """uncertainty: {method: shallow_ensemble} in training and calibrate
+    --method shallow_ensemble write the same members, whose spread is sigma."""
+    import json
+
+    with open("options.yaml") as file:
+        options = yaml.safe_load(file)
+    options["uncertainty"] = {
+        "method": "shallow_ensemble",
+        "ensemble_members": 4,
+        "epochs": 20,
+    }
+    write_yaml("options.yaml", options)
+    assert main(["train", "options.yaml"]) == 0
+    trained = sigmas("model.pt")
+    spread = trained["energy_ensemble"] - trained["energy"]
+    torch.testing.assert_close(
+        trained["energy_uncertainty"], spread.square().mean(1, keepdim=True).sqrt()
+    )
+    extra = load_atomistic_model("model.pt").metadata().extra
+    assert json.loads(extra["atomtrain.uncertainty"])["energy"]["method"] == (
+        "shallow_ensemble"
+    )
+    run = glob.glob("outputs/*/*/model.ckpt")[0]
+    command = ["calibrate", run, "calibration.yaml", "-o", "other.pt"]
+    command += ["--members", "4", "--method", "shallow_ensemble", "--epochs", "20"]
+    assert main(command) == 0
+    other = sigmas("other.pt")
+    for name in ("energy", "energy_uncertainty", "energy_ensemble"):
+        torch.testing.assert_close(other[name], trained[name])
+
+
 def test_eval_reports_calibration_and_writes_sigmas(folder, caplog):
     import json
     import logging

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from atomtrain.uncertainty.export import DEFAULT_MEMBERS
+from atomtrain.uncertainty.export import DEFAULT_EPOCHS, DEFAULT_MEMBERS
 
 
 def add_parser(commands) -> None:
@@ -33,6 +33,19 @@ def add_parser(commands) -> None:
         default=DEFAULT_MEMBERS,
         help=f"members of the energy_ensemble output (even; {DEFAULT_MEMBERS})",
     )
+    parser.add_argument(
+        "--method",
+        choices=["llpr", "shallow_ensemble"],
+        default="llpr",
+        help="llpr (default), or shallow_ensemble: LLPR's posterior draws "
+        "fine-tuned with the Gaussian NLL on the training set",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help=f"shallow_ensemble: NLL fine-tuning steps ({DEFAULT_EPOCHS})",
+    )
     parser.add_argument("-b", "--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(run=run)
@@ -55,5 +68,7 @@ def run(args) -> int:
         args.members,
         args.batch_size,
         args.device,
+        args.method,
+        args.epochs,
     )
     return 0

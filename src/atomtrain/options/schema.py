@@ -334,12 +334,15 @@ class LoggingSection(_Strict):
 
 
 class UncertaintySection(_Strict):
-    method: Literal["llpr"] = Field(
+    method: Literal["llpr", "shallow_ensemble"] = Field(
         "llpr",
         description=(
             "`llpr`: last-layer prediction rigidity, the covariance of the "
             "last-layer features over the training set, calibrated on the "
-            "validation set by minimising the Gaussian NLL."
+            "validation set by minimising the Gaussian NLL. `shallow_ensemble`: "
+            "LLPR's posterior draws of the last layer, fine-tuned (body frozen) "
+            "with the Gaussian NLL of the training errors, the epoch of least "
+            "validation NLL kept."
         ),
     )
     ensemble_members: int = Field(
@@ -349,6 +352,14 @@ class UncertaintySection(_Strict):
         description=(
             "Members of the `energy_ensemble` output (last-layer weights drawn "
             "from the posterior in +/- pairs, so their mean is the prediction)."
+        ),
+    )
+    epochs: int = Field(
+        200,
+        ge=1,
+        description=(
+            "`shallow_ensemble` only: full-batch NLL steps over the training "
+            "set's last-layer features (computed once: each step is cheap)."
         ),
     )
 

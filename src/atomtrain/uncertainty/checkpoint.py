@@ -14,9 +14,9 @@ from atomtrain.data.structure import Structure
 from atomtrain.errors import UserError
 from atomtrain.export import save_exported
 from atomtrain.uncertainty.export import (
+    DEFAULT_EPOCHS,
     DEFAULT_MEMBERS,
-    calibrate_llpr,
-    describe,
+    calibrate,
     export_uncertainty,
 )
 
@@ -77,6 +77,8 @@ def calibrate_checkpoint(
     members: int = DEFAULT_MEMBERS,
     batch_size: int = 16,
     device: str = "cpu",
+    method: str = "llpr",
+    epochs: int = DEFAULT_EPOCHS,
 ) -> dict:
     """``atomtrain calibrate`` on ``model``, loaded from ``checkpoint_path``
     for export; returns what was fitted, per target."""
@@ -90,10 +92,10 @@ def calibrate_checkpoint(
     else:
         train = read_structures(train_path, "train")
     dtype = next(model.parameters()).dtype
-    wrapper, calibrated = calibrate_llpr(
-        model, train, calibration, dtype, torch.device(device), members, batch_size
+    section = {"method": method, "ensemble_members": members, "epochs": epochs}
+    wrapper, description = calibrate(
+        model, train, calibration, dtype, torch.device(device), section, batch_size
     )
-    description = describe(calibrated, members)
     save_exported(export_uncertainty(wrapper, description=description), output)
     logger.info(f"calibrated model written to {output}")
     return description
@@ -115,9 +117,7 @@ def calibrate_after_training(
             "uncertainty needs a validation set to calibrate on: set "
             "validation_set to a fraction above 0 or to a dataset."
         )
-    members = section.get("ensemble_members", DEFAULT_MEMBERS)
-    wrapper, calibrated = calibrate_llpr(model, train, val, dtype, device, members)
-    description = describe(calibrated, members)
+    wrapper, description = calibrate(model, train, val, dtype, device, section)
     save_exported(export_uncertainty(wrapper, description=description), exported_path)
     logger.info(f"{exported_path} has uncertainty outputs: {json.dumps(description)}")
     test = [s for dataset in test for s in dataset]

@@ -23,15 +23,18 @@ from atomtrain.uncertainty.calibration import fit
 from atomtrain.uncertainty.ensembles import DeepEnsemble
 from atomtrain.uncertainty.llpr import (
     Calibrated,
+    HeldOut,
     feature_covariance,
     held_out,
     wrap,
 )
 from atomtrain.uncertainty.module import UncertaintyModel
+from atomtrain.uncertainty.shallow import ShallowEnsemble, fine_tune
 
 
 logger = logging.getLogger("atomtrain")
 DEFAULT_MEMBERS = 32
+DEFAULT_EPOCHS = 200
 METADATA_KEY = "atomtrain.uncertainty"
 
 
@@ -62,6 +65,18 @@ def covered_targets(model) -> Dict[str, TargetInfo]:
     return covered
 
 
+def labelled_targets(model, calibration: List[Structure]) -> Dict[str, TargetInfo]:
+    """:func:`covered_targets`, each with reference values in ``calibration``."""
+    covered = covered_targets(model)
+    for name in covered:
+        if not any(name in s.targets for s in calibration):
+            raise UserError(
+                f"the calibration structures have no reference values of '{name}': "
+                "give a dataset whose targets section reads them."
+            )
+    return covered
+
+
 def calibrate_llpr(
     model,
     train: List[Structure],
@@ -74,25 +89,79 @@ def calibrate_llpr(
     """LLPR of every scalar and Cartesian target of ``model``: the covariance
     over ``train``, ``alpha`` and ``varsigma`` fitted on ``calibration``."""
     model = model.to(device=device, dtype=dtype).eval()
-    covered = covered_targets(model)
     calibrated: Dict[str, Calibrated] = {}
-    for name, target in covered.items():
-        if not any(name in s.targets for s in calibration):
-            raise UserError(
-                f"the calibration structures have no reference values of '{name}': "
-                "give a dataset whose targets section reads them."
-            )
+    for name, target in labelled_targets(model, calibration).items():
         covariance = feature_covariance(model, train, target, dtype, device, batch_size)
         data = held_out(model, calibration, target, dtype, device, batch_size)
-        result = fit(covariance, data, target)
-        calibrated[name] = result
-        logger.info(
-            f"LLPR of '{name}': covariance over {len(train)} structures, calibrated "
-            f"on {data.errors.shape[0]} values; alpha {result.alpha.tolist()}, "
-            f"regulariser {result.regularizer:.3g}; validation NLL "
-            f"{result.nll_before:.4g} -> {result.nll_after:.4g}"
-        )
+        calibrated[name] = fit(covariance, data, target)
+        log_llpr(name, len(train), data, calibrated[name])
     return wrap(model, calibrated, n_members), calibrated
+
+
+def log_llpr(name: str, n_train: int, data: HeldOut, result: Calibrated) -> None:
+    logger.info(
+        f"LLPR of '{name}': covariance over {n_train} structures, calibrated "
+        f"on {data.errors.shape[0]} values; alpha {result.alpha.tolist()}, "
+        f"regulariser {result.regularizer:.3g}; validation NLL "
+        f"{result.nll_before:.4g} -> {result.nll_after:.4g}"
+    )
+
+
+def calibrate_shallow_ensemble(
+    model,
+    train: List[Structure],
+    calibration: List[Structure],
+    dtype: torch.dtype,
+    device: torch.device,
+    n_members: int = DEFAULT_MEMBERS,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 16,
+) -> tuple[UncertaintyModel, Dict[str, ShallowEnsemble]]:
+    """LLPR as in :func:`calibrate_llpr` (covariance from the same pass over
+    ``train`` that gives the training errors), then its posterior draws
+    fine-tuned with the Gaussian NLL (see atomtrain.uncertainty.shallow)."""
+    model = model.to(device=device, dtype=dtype).eval()
+    ensembles: Dict[str, ShallowEnsemble] = {}
+    for name, target in labelled_targets(model, calibration).items():
+        fitted = held_out(model, train, target, dtype, device, batch_size)
+        data = held_out(model, calibration, target, dtype, device, batch_size)
+        covariance = fitted.features.T @ fitted.features
+        llpr = fit(covariance, data, target)
+        log_llpr(name, len(train), data, llpr)
+        ensembles[name] = fine_tune(llpr, fitted, data, n_members, epochs)
+        logger.info(
+            f"shallow ensemble of '{name}': {n_members} members fine-tuned with "
+            f"the Gaussian NLL on {fitted.errors.shape[0]} training values; "
+            f"validation NLL {ensembles[name].nll_initial:.4g} (LLPR draws) -> "
+            f"{ensembles[name].nll_after:.4g} (epoch {ensembles[name].best_epoch})"
+        )
+    heads = {name: ensemble.head() for name, ensemble in ensembles.items()}
+    return UncertaintyModel(model, heads), ensembles
+
+
+def calibrate(
+    model,
+    train: List[Structure],
+    calibration: List[Structure],
+    dtype: torch.dtype,
+    device: torch.device,
+    section: dict,
+    batch_size: int = 16,
+) -> tuple[UncertaintyModel, dict]:
+    """The uncertainty ``section`` asks for (``method``, ``ensemble_members``,
+    ``epochs``), with the description its exported metadata records."""
+    method = section.get("method", "llpr")
+    members = section.get("ensemble_members", DEFAULT_MEMBERS)
+    if method == "shallow_ensemble":
+        epochs = section.get("epochs", DEFAULT_EPOCHS)
+        wrapper, ensembles = calibrate_shallow_ensemble(
+            model, train, calibration, dtype, device, members, epochs, batch_size
+        )
+        return wrapper, describe_shallow(ensembles)
+    wrapper, calibrated = calibrate_llpr(
+        model, train, calibration, dtype, device, members, batch_size
+    )
+    return wrapper, describe(calibrated, members)
 
 
 def uncertainty_outputs(
@@ -164,12 +233,16 @@ def export_uncertainty(
     metadata: Optional[ModelMetadata] = None,
     description: Optional[dict] = None,
 ) -> AtomisticModel:
-    """An LLPR wrapper exported with its uncertainty outputs."""
+    """An LLPR or shallow-ensemble wrapper exported with its uncertainty
+    outputs (``description``: per target, what :func:`calibrate` fitted)."""
     names = {
         name: (head.uncertainty_output, head.ensemble_output, head.n_members)
         for name, head in wrapper.heads.items()
     }
-    details = {"method": "llpr", "targets": description or {}}
+    description = description or {}
+    methods = {d.get("method", "llpr") for d in description.values()}
+    method = methods.pop() if len(methods) == 1 else "llpr"
+    details = {"method": method, "targets": description}
     return export_with_uncertainty(wrapper, wrapper.model, names, details, metadata)
 
 
@@ -202,4 +275,19 @@ def describe(calibrated: Dict[str, Calibrated], n_members: int) -> dict:
             "validation_nll": c.nll_after,
         }
         for name, c in calibrated.items()
+    }
+
+
+def describe_shallow(ensembles: Dict[str, ShallowEnsemble]) -> dict:
+    """What the metadata records of each target's shallow ensemble."""
+    return {
+        name: {
+            "method": "shallow_ensemble",
+            "scale": e.scale.tolist(),
+            "members": e.n_members,
+            "epoch": e.best_epoch,
+            "validation_nll": e.nll_after,
+            "validation_nll_llpr_draws": e.nll_initial,
+        }
+        for name, e in ensembles.items()
     }

@@ -27,7 +27,9 @@ class TargetUncertainty(torch.nn.Module):
     regularised inverse covariance of the training features), and the shifts
     of the ensemble members' last-layer weights. ``rank`` is the target's
     Cartesian rank; ``per_volume`` marks a direct stress (a sum over atoms
-    divided by the cell volume, its features too)."""
+    divided by the cell volume, its features too). ``sigma_from_members``
+    (shallow ensembles): sigma is the members' spread around the prediction
+    instead of LLPR's closed form."""
 
     def __init__(
         self,
@@ -38,8 +40,10 @@ class TargetUncertainty(torch.nn.Module):
         member_shifts: torch.Tensor,
         rank: int = 0,
         per_volume: bool = False,
+        sigma_from_members: bool = False,
     ):
         super().__init__()
+        self.sigma_from_members = sigma_from_members
         self.target = target
         self.uncertainty_output = uncertainty_name(target)
         self.ensemble_output = ensemble_name(target)
@@ -55,8 +59,13 @@ class TargetUncertainty(torch.nn.Module):
         """Standard deviations ``(n, [3, [3,]] n_properties)`` of ``features``
         ``(n, [3**rank,] F)``."""
         x = features.to(torch.float64).reshape(-1, features.shape[-1])
-        rigidity = ((x @ self.inverse_covariance) * x).sum(dim=1).clamp(min=0.0)
-        sigma = torch.sqrt(rigidity).unsqueeze(1) * self.alpha.unsqueeze(0)
+        if self.sigma_from_members:
+            # the members' spread around their mean, the prediction
+            shifts = (x @ self.member_shifts).reshape(x.shape[0], -1, self.n_members)
+            sigma = shifts.square().mean(dim=2).sqrt()
+        else:
+            rigidity = ((x @ self.inverse_covariance) * x).sum(dim=1).clamp(min=0.0)
+            sigma = torch.sqrt(rigidity).unsqueeze(1) * self.alpha.unsqueeze(0)
         return sigma.reshape(self.layout(features.shape[0], sigma.shape[1]))
 
     def members(self, prediction: torch.Tensor, features: torch.Tensor):
