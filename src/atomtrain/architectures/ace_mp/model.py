@@ -1,33 +1,28 @@
 """Element embedding -> ACE layers -> per-layer scalar read-outs summed."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import torch
-from metatensor.torch import Labels, TensorMap
-from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, System
+from metatomic.torch import ModelMetadata, NeighborListOptions, System
 
-from atomtrain.abc import ModelInterface
 from atomtrain.architectures.ace_mp.documentation import ModelHypers
 from atomtrain.architectures.ace_mp.layers import Density, ElementDensity, Update
 from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
-from atomtrain.nn.direct_forces import stress_per_volume
-from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.flat import FlatSystems
 from atomtrain.nn.heads import (
     CartesianHead,
-    EquivariantOutputs,
     SphericalHead,
     TargetHead,
     check_equivariant,
-    with_terms,
 )
+from atomtrain.nn.heads_model import AtomFeatures, HeadsModel, no_equivariant_features
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.long_range import make_long_range
 from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.spherical import SphericalHarmonics, l1_to_cartesian
-from atomtrain.nn.terms import AdditiveTerms
 from atomtrain.nn.zbl import make_zbl
 
 
@@ -41,6 +36,7 @@ class Readout(TargetHead):
     ):
         super().__init__(target, n_types)
         n = target.num_subtargets
+        self.channels = channels
         self.inner = torch.nn.ModuleList(
             [torch.nn.Linear(channels, n, bias=False) for _ in range(layers - 1)]
         )
@@ -50,14 +46,32 @@ class Readout(TargetHead):
             torch.nn.Linear(hidden, n),
         )
 
-    def forward(self, scalars: List[torch.Tensor], type_index: torch.Tensor):
-        total = self.last(scalars[-1])
+    def forward(self, h: torch.Tensor, type_index: torch.Tensor):
+        """``h`` ``(N, C L)``: the scalars of every layer side by side."""
+        C = self.channels
+        total = self.last(h[:, len(self.inner) * C :])
         for k, linear in enumerate(self.inner):
-            total = total + linear(scalars[k])
+            total = total + linear(h[:, k * C : (k + 1) * C])
         return self.baseline(total, type_index)
 
+    def last_layer_features(self, h: torch.Tensor, type_index: torch.Tensor):
+        """The inner layers' scalars and the last network's hidden layer, with
+        a column of ones."""
+        split = len(self.inner) * self.channels
+        hidden = self.last[1](self.last[0](h[:, split:]))
+        return torch.cat([h[:, :split], with_bias_column(hidden)], dim=1)
 
-class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
+    def last_layer_weights(self) -> torch.Tensor:
+        scale = self.baseline.scale
+        blocks: List[torch.Tensor] = []
+        for linear in self.inner:
+            blocks.append(linear_weights(linear.weight, None, scale))
+        last = self.last[2]
+        blocks.append(linear_weights(last.weight, last.bias, scale))
+        return torch.cat(blocks, dim=0)
+
+
+class AceMp(HeadsModel[ModelHypers]):
     __checkpoint_version__ = 1
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -155,36 +169,6 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         )
         self.outputs = declared_outputs(dataset_info, "ACE-MP")
 
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options] + self.term_lists()
-
-    def supported_outputs(self) -> Dict[str, ModelOutput]:
-        return self.outputs
-
-    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
-        """What ``target``'s last linear map(s) see, per atom, with a column of
-        ones for the bias (see atomtrain.uncertainty)."""
-        nothing: Dict[str, ModelOutput] = {}
-        features = self.forward_with_features(systems, nothing, None, target)[1]
-        if features.dim() < 2:
-            raise ValueError("no last-layer features for target " + target)
-        return features
-
-    def last_layer_weights(self, target: str) -> torch.Tensor:
-        for name, head in self.heads.items():
-            if name == target:
-                scale = head.baseline.scale
-                blocks: List[torch.Tensor] = []
-                for linear in head.inner:
-                    blocks.append(linear_weights(linear.weight, None, scale))
-                last = head.last[2]
-                blocks.append(linear_weights(last.weight, last.bias, scale))
-                return torch.cat(blocks, dim=0)
-        return self.cartesian_last_layer_weights(target)
-
-    def is_head_parameter(self, name: str) -> bool:
-        return name.startswith(("heads.", "cartesian_heads.", "spherical_heads."))
-
     def scalar_features(
         self, types: torch.Tensor, centers, neighbors, vectors
     ) -> List[torch.Tensor]:
@@ -236,67 +220,28 @@ class AceMp(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
             features.append(x)
         return features
 
-    def equivariant_inputs(
-        self, features: List[torch.Tensor]
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What the equivariant heads read: every layer's scalars ``(N, C L)``,
-        its ``l = 1`` features as Cartesian vectors ``(N, 3, C L)`` and its
-        ``l = 2`` features ``(N, 5, C L)`` (none below ``hidden_l_max`` 2)."""
+    def atom_features(
+        self, systems: List[System], flat: FlatSystems, type_index: torch.Tensor
+    ) -> AtomFeatures:
+        """Every layer's scalars ``(N, C L)`` (read by all heads; the latent
+        charges read the last layer's), its ``l = 1`` features as Cartesian
+        vectors ``(N, 3, C L)`` and its ``l = 2`` features ``(N, 5, C L)`` (none
+        below ``hidden_l_max`` 2, and no equivariant features at all when no
+        head reads them)."""
+        features = self.layer_features(
+            type_index, flat.centers, flat.neighbors, flat.vectors
+        )
         h = torch.cat([x[:, :, 0] for x in features], dim=1)
+        last_scalars = features[-1][:, :, 0]
+        if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
+            v, l2 = no_equivariant_features(h)
+            return AtomFeatures(h, last_scalars, v, l2)
         v = torch.cat([l1_to_cartesian(x[:, :, 1:4], dim=2) for x in features], 1)
         if self.hidden_l >= 2:
             l2 = torch.cat([x[:, :, 4:9] for x in features], dim=1).transpose(1, 2)
         else:
             l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)
-        return h, v.transpose(1, 2), l2
-
-    def forward(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels] = None,
-    ) -> Dict[str, TensorMap]:
-        return self.forward_with_features(systems, outputs, selected_atoms, "")[0]
-
-    def forward_with_features(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels],
-        target: str,
-    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
-        """``forward`` and, from the same pass, the last-layer features of
-        ``target`` (empty for ``""``): what uncertainty outputs need."""
-        flat = flatten_systems(systems, self.neighbor_options)
-        type_index = self.type_index(flat.types)
-        features = self.layer_features(
-            type_index, flat.centers, flat.neighbors, flat.vectors
-        )
-        scalars = [x[:, :, 0] for x in features]
-        mask = selected_mask(flat, selected_atoms)
-        terms = self.additive_terms(systems, type_index, scalars[-1], outputs)
-        results: Dict[str, TensorMap] = {}
-        last_layer = torch.zeros(0)
-        for name, head in self.heads.items():
-            if name == target:
-                hidden = head.last[1](head.last[0](scalars[-1]))
-                inner: List[torch.Tensor] = []
-                for k in range(len(scalars) - 1):
-                    inner.append(scalars[k])
-                last_layer = torch.cat(inner + [with_bias_column(hidden)], dim=1)
-            if name in outputs:
-                atomic = with_terms(head(scalars, type_index), name, terms)
-                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
-        if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
-            return results, last_layer
-        h, v, l2 = self.equivariant_inputs(features)
-        equivariant = self.equivariant_outputs(
-            h, v, l2, type_index, flat, outputs, mask
-        )
-        if target != "" and last_layer.dim() == 1:
-            last_layer = self.cartesian_last_layer(h, v, target)
-        results.update(stress_per_volume(equivariant, systems))
-        return results, last_layer
+        return AtomFeatures(h, last_scalars, v.transpose(1, 2), l2)
 
     def restart(self, dataset_info: DatasetInfo) -> "AceMp":
         """Continue on data with new elements or targets: every known weight is

@@ -1,34 +1,28 @@
 """Atom types -> attention message passing -> per-target read-out networks."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import torch
-from metatensor.torch import Labels, TensorMap
-from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, System
+from metatomic.torch import ModelMetadata, NeighborListOptions, System
 
-from atomtrain.abc import ModelInterface
 from atomtrain.architectures.gnn.documentation import ModelHypers
 from atomtrain.architectures.gnn.layers import EdgeGeometry, Interaction, Update
 from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
-from atomtrain.nn.direct_forces import stress_per_volume
-from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
+from atomtrain.nn.flat import FlatSystems, flatten_systems
 from atomtrain.nn.heads import (
     CartesianHead,
-    EquivariantOutputs,
     SphericalHead,
     TargetHead,
     check_equivariant,
     gate_network,
-    take_heads,
-    with_terms,
 )
+from atomtrain.nn.heads_model import HEAD_PREFIXES, AtomFeatures, HeadsModel
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.radial import BesselBasis, polynomial_envelope
 from atomtrain.nn.soap import SoapPowerSpectrum
-from atomtrain.nn.terms import AdditiveTerms
 from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl
 
 
@@ -43,8 +37,17 @@ class ScalarHead(TargetHead):
     def forward(self, h: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
         return self.baseline(self.network(h), type_index)
 
+    def last_layer_features(self, h: torch.Tensor, type_index: torch.Tensor):
+        """The network's last hidden layer, with a column of ones."""
+        network = self.network
+        return with_bias_column(network[2](network[1](network[0](h))))
 
-class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
+    def last_layer_weights(self) -> torch.Tensor:
+        last = self.network[3]
+        return linear_weights(last.weight, last.bias, self.baseline.scale)
+
+
+class Gnn(HeadsModel[ModelHypers]):
     __checkpoint_version__ = 3
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -155,33 +158,11 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
     # version 3 added the zbl hyper
     upgrade_from_v2 = staticmethod(upgrade_without_zbl)
 
-    def is_head_parameter(self, name: str) -> bool:
-        return name.startswith(("heads.", "cartesian_heads.", "spherical_heads."))
-
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         lists = [self.neighbor_options]
         if self.descriptor is not None:
             lists.append(self.half_options)
         return lists + self.term_lists()
-
-    def supported_outputs(self) -> Dict[str, ModelOutput]:
-        return self.outputs
-
-    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
-        """What ``target``'s last linear map(s) see, per atom, with a column of
-        ones for the bias (see atomtrain.uncertainty)."""
-        nothing: Dict[str, ModelOutput] = {}
-        features = self.forward_with_features(systems, nothing, None, target)[1]
-        if features.dim() < 2:
-            raise ValueError("no last-layer features for target " + target)
-        return features
-
-    def last_layer_weights(self, target: str) -> torch.Tensor:
-        for name, head in self.heads.items():
-            if name == target:
-                last = head.network[3]
-                return linear_weights(last.weight, last.bias, head.baseline.scale)
-        return self.cartesian_last_layer_weights(target)
 
     def geometry(self, flat: FlatSystems, n_atoms: int) -> EdgeGeometry:
         distances = torch.linalg.vector_norm(flat.vectors, dim=1)
@@ -197,10 +178,11 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
             (1.0 + count).rsqrt().unsqueeze(1),
         )
 
-    def features(
+    def atom_features(
         self, systems: List[System], flat: FlatSystems, type_index: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Scalar and vector features of every atom after message passing."""
+    ) -> AtomFeatures:
+        """Scalar and vector features of every atom after message passing
+        (spherical L = 2 parts come from products of the vectors alone)."""
         n_atoms = type_index.shape[0]
         edges = self.geometry(flat, n_atoms)
         h = self.embedding(type_index)
@@ -214,48 +196,8 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         for interaction, update in zip(self.interactions, self.updates):
             h, v = interaction(h, v, edges)
             h, v = update(h, v)
-        return h, v
-
-    def forward(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels] = None,
-    ) -> Dict[str, TensorMap]:
-        return self.forward_with_features(systems, outputs, selected_atoms, "")[0]
-
-    def forward_with_features(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels],
-        target: str,
-    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
-        """``forward`` and, from the same pass, the last-layer features of
-        ``target`` (empty for ``""``): what uncertainty outputs need."""
-        flat = flatten_systems(systems, self.neighbor_options)
-        type_index = self.type_index(flat.types)
-        h, v = self.features(systems, flat, type_index)
-        mask = selected_mask(flat, selected_atoms)
-        terms = self.additive_terms(systems, type_index, h, outputs)
-        results: Dict[str, TensorMap] = {}
-        last_layer = torch.zeros(0)
-        for name, head in self.heads.items():
-            if name == target:
-                network = head.network
-                last_layer = with_bias_column(network[2](network[1](network[0](h))))
-            if name in outputs:
-                atomic = with_terms(head(h, type_index), name, terms)
-                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
-        # spherical L = 2 parts come from products of the vectors alone
-        no_l2 = torch.zeros((h.shape[0], 5, 0), dtype=h.dtype, device=h.device)
-        equivariant = self.equivariant_outputs(
-            h, v, no_l2, type_index, flat, outputs, mask
-        )
-        if target != "" and last_layer.dim() == 1:
-            last_layer = self.cartesian_last_layer(h, v, target)
-        results.update(stress_per_volume(equivariant, systems))
-        return results, last_layer
+        no_l2 = torch.zeros((n_atoms, 5, 0), dtype=h.dtype, device=h.device)
+        return AtomFeatures(h, h, v, no_l2)
 
     def restart(self, dataset_info: DatasetInfo) -> "Gnn":
         """Continue on data with new elements or new targets: known weights are
@@ -264,11 +206,10 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
         if grown is None:
             return self
         new, position = grown
-        heads = ("heads.", "cartesian_heads.", "spherical_heads.")
         state = {
             k: v
             for k, v in self.state_dict().items()
-            if not k.startswith(("embedding.",) + heads)
+            if not k.startswith(("embedding.",) + HEAD_PREFIXES)
             and k != "descriptor.species_mixing"
         }
         new.load_state_dict(state, strict=False)
@@ -277,7 +218,5 @@ class Gnn(ModelInterface[ModelHypers], EquivariantOutputs, AdditiveTerms):
             if new.descriptor is not None and self.descriptor is not None:
                 mixing = self.descriptor.species_mixing
                 new.descriptor.species_mixing[position] = mixing
-        take_heads(new.heads, self.heads, position)
-        take_heads(new.cartesian_heads, self.cartesian_heads, position)
-        take_heads(new.spherical_heads, self.spherical_heads, position)
+        self.take_all_heads(new, position)
         return new

@@ -1,23 +1,21 @@
 """SOAP power spectrum -> per-element networks -> per-target heads."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import torch
-from metatensor.torch import Labels, TensorMap
-from metatomic.torch import ModelMetadata, ModelOutput, NeighborListOptions, System
+from metatomic.torch import ModelMetadata, NeighborListOptions, System
 
-from atomtrain.abc import ModelInterface
 from atomtrain.architectures.soap_bpnn.documentation import ModelHypers
 from atomtrain.data.info import DatasetInfo, TargetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
-from atomtrain.nn.flat import flatten_systems, selected_mask
-from atomtrain.nn.heads import TargetHead, take_heads, with_terms
+from atomtrain.nn.flat import FlatSystems
+from atomtrain.nn.heads import TargetHead
+from atomtrain.nn.heads_model import AtomFeatures, HeadsModel, no_equivariant_features
 from atomtrain.nn.last_layer import linear_weights, per_element_features
 from atomtrain.nn.long_range import make_long_range
 from atomtrain.nn.outputs import declared_outputs
 from atomtrain.nn.soap import SoapPowerSpectrum
-from atomtrain.nn.terms import AdditiveTerms
 from atomtrain.nn.zbl import make_zbl, upgrade_without_zbl
 
 
@@ -74,6 +72,18 @@ class ElementLinearHead(TargetHead):
             out = out.index_copy(0, atoms, linear(hidden[atoms]))
         return self.baseline(out, type_index)
 
+    def last_layer_features(self, hidden: torch.Tensor, type_index: torch.Tensor):
+        """Each atom's ``[hidden, 1]`` in the block of its element's linear."""
+        n_types = self.baseline.composition.shape[0]
+        return per_element_features(hidden, type_index, n_types)
+
+    def last_layer_weights(self) -> torch.Tensor:
+        scale = self.baseline.scale
+        blocks: List[torch.Tensor] = []
+        for linear in self.linears:
+            blocks.append(linear_weights(linear.weight, linear.bias, scale))
+        return torch.cat(blocks, dim=0)
+
     def moved_key(self, key: str, position: List[int]) -> str:
         """``linears.I.*`` of type ``I`` goes to the type's new position."""
         if not key.startswith("linears."):
@@ -82,7 +92,7 @@ class ElementLinearHead(TargetHead):
         return f"linears.{position[int(index)]}.{rest}"
 
 
-class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
+class SoapBpnn(HeadsModel[ModelHypers]):
     __checkpoint_version__ = 2
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
@@ -138,6 +148,9 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
                 for name, target in dataset_info.targets.items()
             }
         )
+        # invariant features only: no equivariant heads
+        self.cartesian_heads = torch.nn.ModuleDict()
+        self.spherical_heads = torch.nn.ModuleDict()
         self.neighbor_options = NeighborListOptions(
             cutoff=soap["cutoff"], full_list=False, strict=False
         )
@@ -150,64 +163,15 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
     # version 2 added the zbl hyper
     upgrade_from_v1 = staticmethod(upgrade_without_zbl)
 
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self.neighbor_options] + self.term_lists()
-
-    def supported_outputs(self) -> Dict[str, ModelOutput]:
-        return self.outputs
-
-    def last_layer_features(self, systems: List[System], target: str) -> torch.Tensor:
-        """What ``target``'s last linear map(s) see, per atom, with a column of
-        ones for the bias (see atomtrain.uncertainty)."""
-        nothing: Dict[str, ModelOutput] = {}
-        features = self.forward_with_features(systems, nothing, None, target)[1]
-        if features.dim() != 2:
-            raise ValueError("no last-layer features for target " + target)
-        return features
-
-    def last_layer_weights(self, target: str) -> torch.Tensor:
-        for name, head in self.heads.items():
-            if name == target:
-                blocks: List[torch.Tensor] = []
-                for linear in head.linears:
-                    scale = head.baseline.scale
-                    blocks.append(linear_weights(linear.weight, linear.bias, scale))
-                return torch.cat(blocks, dim=0)
-        raise ValueError("no last-layer weights for target " + target)
-
-    def forward(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels] = None,
-    ) -> Dict[str, TensorMap]:
-        return self.forward_with_features(systems, outputs, selected_atoms, "")[0]
-
-    def forward_with_features(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels],
-        target: str,
-    ) -> Tuple[Dict[str, TensorMap], torch.Tensor]:
-        """``forward`` and, from the same pass, the last-layer features of
-        ``target`` (empty for ``""``): what uncertainty outputs need."""
-        flat = flatten_systems(systems, self.neighbor_options, expand_half=False)
-        type_index = self.type_index(flat.types)
-        features = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
-        hidden = self.networks(self.norm(features), type_index)
-        mask = selected_mask(flat, selected_atoms)
-        terms = self.additive_terms(systems, type_index, hidden, outputs)
-        results: Dict[str, TensorMap] = {}
-        last_layer = torch.zeros(0)
-        for name, head in self.heads.items():
-            if name == target:
-                n_types = head.baseline.composition.shape[0]
-                last_layer = per_element_features(hidden, type_index, n_types)
-            if name in outputs:
-                atomic = with_terms(head(hidden, type_index), name, terms)
-                results[name] = head.tensor_map(atomic, flat, outputs[name], mask)
-        return results, last_layer
+    def atom_features(
+        self, systems: List[System], flat: FlatSystems, type_index: torch.Tensor
+    ) -> AtomFeatures:
+        """The last hidden layer of each atom's element network, read by the
+        heads and by the latent charges."""
+        soap = self.soap(type_index, flat.centers, flat.neighbors, flat.vectors)
+        hidden = self.networks(self.norm(soap), type_index)
+        vectors, l2 = no_equivariant_features(hidden)
+        return AtomFeatures(hidden, hidden, vectors, l2)
 
     def restart(self, dataset_info: DatasetInfo) -> "SoapBpnn":
         """Continue on data with new elements or new targets: known weights are
@@ -225,5 +189,5 @@ class SoapBpnn(ModelInterface[ModelHypers], AdditiveTerms):
                 )
             if self.long_range is not None and new.long_range is not None:
                 new.long_range.load_state_dict(self.long_range.state_dict())
-        take_heads(new.heads, self.heads, position)
+        self.take_all_heads(new, position)
         return new
