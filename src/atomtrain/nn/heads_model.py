@@ -16,9 +16,16 @@ from metatensor.torch import Labels, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from atomtrain.abc import HypersType, ModelInterface
+from atomtrain.data.info import DatasetInfo
 from atomtrain.nn.direct_forces import stress_per_volume
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
-from atomtrain.nn.heads import EquivariantOutputs, take_heads, with_terms
+from atomtrain.nn.heads import (
+    CartesianHead,
+    EquivariantOutputs,
+    SphericalHead,
+    take_heads,
+    with_terms,
+)
 from atomtrain.nn.terms import AdditiveTerms
 
 
@@ -55,6 +62,11 @@ class HeadsModel(ModelInterface[HypersType], EquivariantOutputs, AdditiveTerms):
     ``forward(invariant, type_index)`` gives per-atom values and which has
     ``last_layer_features(invariant, type_index)`` and
     ``last_layer_weights()``."""
+
+    # plain torch without compiled extensions: any device, either precision
+    # (an architecture that needs less declares its own)
+    __supported_devices__ = ["cuda", "cpu"]
+    __supported_dtypes__ = [torch.float64, torch.float32]
 
     def atom_features(
         self, systems: List[System], flat: FlatSystems, type_index: torch.Tensor
@@ -128,6 +140,34 @@ class HeadsModel(ModelInterface[HypersType], EquivariantOutputs, AdditiveTerms):
 
     def is_head_parameter(self, name: str) -> bool:
         return name.startswith(HEAD_PREFIXES)
+
+    def add_equivariant_heads(
+        self,
+        dataset_info: DatasetInfo,
+        width: int,
+        vectors: int,
+        hidden: int,
+        extra_l2: int,
+    ) -> None:
+        """``cartesian_heads`` and ``spherical_heads`` for the Cartesian and
+        spherical targets of ``dataset_info``, reading ``width`` invariant and
+        ``vectors`` vector features (and ``extra_l2`` ``l = 2`` ones)."""
+        n_types = len(dataset_info.atomic_types)
+        targets = dataset_info.targets.items()
+        self.cartesian_heads = torch.nn.ModuleDict(
+            {
+                name: CartesianHead(target, n_types, width, vectors, hidden)
+                for name, target in targets
+                if target.rank > 0
+            }
+        )
+        self.spherical_heads = torch.nn.ModuleDict(
+            {
+                name: SphericalHead(target, n_types, width, vectors, hidden, extra_l2)
+                for name, target in targets
+                if target.is_spherical
+            }
+        )
 
     def take_all_heads(self, new: "HeadsModel", position: List[int]) -> None:
         """For ``restart``: every head of this model continues in ``new``."""

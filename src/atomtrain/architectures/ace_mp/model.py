@@ -12,8 +12,6 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import FlatSystems
 from atomtrain.nn.heads import (
-    CartesianHead,
-    SphericalHead,
     TargetHead,
     check_equivariant,
 )
@@ -73,8 +71,6 @@ class Readout(TargetHead):
 
 class AceMp(HeadsModel[ModelHypers]):
     __checkpoint_version__ = 1
-    __supported_devices__ = ["cuda", "cpu"]
-    __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
         references={
             "architecture": [
@@ -146,20 +142,7 @@ class AceMp(HeadsModel[ModelHypers]):
         width = channels * n_layers
         n_l2 = width if hidden_l >= 2 else 0
         hidden = hypers["readout_hidden"]
-        self.cartesian_heads = torch.nn.ModuleDict(
-            {
-                name: CartesianHead(target, n_types, width, width, hidden)
-                for name, target in dataset_info.targets.items()
-                if target.rank > 0
-            }
-        )
-        self.spherical_heads = torch.nn.ModuleDict(
-            {
-                name: SphericalHead(target, n_types, width, width, hidden, n_l2)
-                for name, target in dataset_info.targets.items()
-                if target.is_spherical
-            }
-        )
+        self.add_equivariant_heads(dataset_info, width, width, hidden, n_l2)
         self.neighbor_options = NeighborListOptions(
             cutoff=self.cutoff, full_list=True, strict=False
         )

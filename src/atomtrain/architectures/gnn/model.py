@@ -11,13 +11,7 @@ from atomtrain.data.info import DatasetInfo, TargetInfo
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TypeIndex
 from atomtrain.nn.flat import FlatSystems, flatten_systems
-from atomtrain.nn.heads import (
-    CartesianHead,
-    SphericalHead,
-    TargetHead,
-    check_equivariant,
-    gate_network,
-)
+from atomtrain.nn.heads import TargetHead, check_equivariant, gate_network
 from atomtrain.nn.heads_model import HEAD_PREFIXES, AtomFeatures, HeadsModel
 from atomtrain.nn.last_layer import linear_weights, with_bias_column
 from atomtrain.nn.outputs import declared_outputs
@@ -49,8 +43,6 @@ class ScalarHead(TargetHead):
 
 class Gnn(HeadsModel[ModelHypers]):
     __checkpoint_version__ = 3
-    __supported_devices__ = ["cuda", "cpu"]
-    __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
         references={
             "architecture": [
@@ -96,24 +88,9 @@ class Gnn(HeadsModel[ModelHypers]):
                 if target.is_scalar
             }
         )
-        self.cartesian_heads = torch.nn.ModuleDict(
-            {
-                name: CartesianHead(
-                    target, n_types, width, vectors, hypers["head_width"]
-                )
-                for name, target in dataset_info.targets.items()
-                if target.rank > 0
-            }
-        )
-        no_l2 = 0  # spherical L = 2 parts come from products of the vectors
-        self.spherical_heads = torch.nn.ModuleDict(
-            {
-                name: SphericalHead(
-                    target, n_types, width, vectors, hypers["head_width"], no_l2
-                )
-                for name, target in dataset_info.targets.items()
-                if target.is_spherical
-            }
+        # spherical L = 2 parts come from products of the vectors
+        self.add_equivariant_heads(
+            dataset_info, width, vectors, hypers["head_width"], extra_l2=0
         )
         self.neighbor_options = NeighborListOptions(
             cutoff=self.cutoff, full_list=True, strict=False

@@ -94,8 +94,6 @@ class ElementLinearHead(TargetHead):
 
 class SoapBpnn(HeadsModel[ModelHypers]):
     __checkpoint_version__ = 2
-    __supported_devices__ = ["cuda", "cpu"]
-    __supported_dtypes__ = [torch.float64, torch.float32]
     __default_metadata__ = ModelMetadata(
         references={
             "architecture": [
