@@ -21,10 +21,9 @@ from atomtrain.training.baseline_fit import fit_baselines
 from atomtrain.uncertainty import metrics
 from atomtrain.uncertainty.calibration import fit, nll_of
 from atomtrain.uncertainty.export import (
+    calibrate,
     calibrate_llpr,
-    calibrate_shallow_ensemble,
     describe,
-    describe_shallow,
     export_uncertainty,
 )
 from atomtrain.uncertainty.llpr import (
@@ -368,6 +367,38 @@ def test_deep_ensemble_outputs_exported(ethanol, tmp_path):
     exported = loaded(systems, options, check_consistency=True)
     for name in names:
         torch.testing.assert_close(exported[name].block().values, out[name])
+    # as an engine asks: the energy per structure, its sigma per atom
+    per_atom = call(ensemble, structures, {n: ATOM for n in names})[0]
+    mixed = {"energy": SYSTEM, "energy_uncertainty": ATOM, "energy_ensemble": SYSTEM}
+    options = ModelEvaluationOptions(outputs=mixed)
+    exported = loaded(systems, options, check_consistency=True)
+    torch.testing.assert_close(exported["energy"].block().values, out["energy"])
+    torch.testing.assert_close(
+        exported["energy_uncertainty"].block().values,
+        per_atom["energy_uncertainty"].block().values,
+    )
+    torch.testing.assert_close(
+        exported["energy_ensemble"].block().values, out["energy_ensemble"]
+    )
+
+
+def test_engine_requests_with_mixed_samples(calibrated, ethanol):
+    """Energy per structure with its sigma per atom and its ensemble per
+    structure (or the other way round) give what each gives asked alone."""
+    wrapper, _ = calibrated
+    names = ("energy", "energy_uncertainty", "energy_ensemble")
+    alone = {
+        kind.sample_kind: call(wrapper, ethanol[:3], {n: kind for n in names})[0]
+        for kind in (SYSTEM, ATOM)
+    }
+    for energy, sigma, members in ((SYSTEM, ATOM, SYSTEM), (SYSTEM, SYSTEM, ATOM)):
+        kinds = dict(zip(names, (energy, sigma, members)))
+        out = call(wrapper, ethanol[:3], kinds)[0]
+        for name, kind in kinds.items():
+            torch.testing.assert_close(
+                out[name].block().values,
+                alone[kind.sample_kind][name].block().values,
+            )
 
 
 def test_calibration_refuses_a_model_without_covered_targets(ethanol):
@@ -391,9 +422,8 @@ NAMES = ("energy", "energy_uncertainty", "energy_ensemble")
 
 @pytest.fixture(scope="module")
 def shallow(model, ethanol):
-    return calibrate_shallow_ensemble(
-        model, ethanol[:60], ethanol[60:80], F64, "cpu", n_members=16, epochs=150
-    )
+    section = {"method": "shallow_ensemble", "ensemble_members": 16, "epochs": 150}
+    return calibrate(model, ethanol[:60], ethanol[60:80], F64, "cpu", section)
 
 
 def test_nll_fine_tuning_beats_the_llpr_draws_on_unseen_data(model, ethanol):
@@ -433,7 +463,7 @@ def test_sigma_is_the_members_spread_and_their_mean_the_prediction(shallow, etha
         call(wrapper, ethanol[:4], {"energy": SYSTEM})[0]["energy"].block().values,
         plain["energy"].block().values,
     )
-    assert describe_shallow(ensembles)["energy"]["method"] == "shallow_ensemble"
+    assert describe(ensembles, 16)["energy"]["method"] == "shallow_ensemble"
 
 
 def test_shallow_ensemble_is_invariant_to_rotation_and_atom_order(shallow, ethanol):
@@ -463,7 +493,7 @@ def test_exported_shallow_ensemble_equals_in_memory(shallow, ethanol, tmp_path):
 
     wrapper, ensembles = shallow
     path = str(tmp_path / "shallow.pt")
-    exported = export_uncertainty(wrapper, description=describe_shallow(ensembles))
+    exported = export_uncertainty(wrapper, description=describe(ensembles, 16))
     save_exported(exported, path)
     loaded = load_atomistic_model(path)
     assert "shallow_ensemble" in loaded.metadata().extra["atomtrain.uncertainty"]

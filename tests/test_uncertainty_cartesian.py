@@ -78,7 +78,7 @@ def model(ethanol):
 
 @pytest.fixture(scope="module")
 def calibrated(model, ethanol):
-    return calibrate_llpr(model, ethanol[:60], ethanol[60:80], F64, "cpu", 8)
+    return calibrate_llpr(model, ethanol[:60], ethanol[60:80], F64, "cpu", n_members=8)
 
 
 def systems_of(model, structures):

@@ -17,6 +17,7 @@ from atomtrain.uncertainty.export import (
     DEFAULT_EPOCHS,
     DEFAULT_MEMBERS,
     calibrate,
+    describe,
     export_uncertainty,
 )
 
@@ -93,9 +94,10 @@ def calibrate_checkpoint(
         train = read_structures(train_path, "train")
     dtype = next(model.parameters()).dtype
     section = {"method": method, "ensemble_members": members, "epochs": epochs}
-    wrapper, description = calibrate(
+    wrapper, fitted = calibrate(
         model, train, calibration, dtype, torch.device(device), section, batch_size
     )
+    description = describe(fitted, members)
     save_exported(export_uncertainty(wrapper, description=description), output)
     logger.info(f"calibrated model written to {output}")
     return description
@@ -117,7 +119,8 @@ def calibrate_after_training(
             "uncertainty needs a validation set to calibrate on: set "
             "validation_set to a fraction above 0 or to a dataset."
         )
-    wrapper, description = calibrate(model, train, val, dtype, device, section)
+    wrapper, fitted = calibrate(model, train, val, dtype, device, section)
+    description = describe(fitted, section.get("ensemble_members", DEFAULT_MEMBERS))
     save_exported(export_uncertainty(wrapper, description=description), exported_path)
     logger.info(f"{exported_path} has uncertainty outputs: {json.dumps(description)}")
     test = [s for dataset in test for s in dataset]

@@ -12,7 +12,7 @@ import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
-from atomtrain.uncertainty.module import UncertaintyOutputs, as_map
+from atomtrain.uncertainty.module import UncertaintyOutputs, as_map, at_samples
 
 
 def fit_scale(errors: torch.Tensor, spreads: torch.Tensor) -> float:
@@ -53,32 +53,27 @@ class DeepEnsemble(UncertaintyOutputs):
         for name in requested:
             block = results[0][name].block()
             stacked = torch.stack([r[name].block().values for r in results])
-            mean = stacked.mean(dim=0)
-            merged[name] = TensorMap(
-                results[0][name].keys,
-                [TensorBlock(mean, block.samples, block.components, block.properties)],
+            mean = TensorBlock(
+                stacked.mean(dim=0), block.samples, block.components, block.properties
             )
+            merged[name] = TensorMap(results[0][name].keys, [mean])
             for i, target in enumerate(self.targets):
                 if target != name:
                     continue
-                sigma_name = self.uncertainty_outputs[i]
-                members_name = self.ensemble_outputs[i]
-                if sigma_name in outputs:
-                    sigma = stacked.std(dim=0) * self.scales[target]
-                    merged[sigma_name] = as_map(
-                        sigma,
-                        block.samples,
-                        block.components,
-                        block.properties.names[0],
+                for output in [self.uncertainty_outputs[i], self.ensemble_outputs[i]]:
+                    if output not in outputs:
+                        continue
+                    per_atom = outputs[output].sample_kind == "atom"
+                    # (samples, [3, [3,]] n_properties, n_members)
+                    values, samples = at_samples(
+                        stacked.movedim(0, -1), block.samples, per_atom, systems
                     )
-                if members_name in outputs:
-                    # columns p * n_members + m, as for the last-layer ensembles
-                    shape = list(mean.shape[:-1]) + [-1]
-                    values = stacked.movedim(0, -1).reshape(shape)
-                    merged[members_name] = as_map(
-                        values,
-                        block.samples,
-                        block.components,
-                        block.properties.names[0],
+                    if output == self.uncertainty_outputs[i]:
+                        values = values.std(dim=-1) * self.scales[target]
+                    else:
+                        # columns p * n_members + m, as for the last-layer ensembles
+                        values = values.reshape(list(values.shape[:-2]) + [-1])
+                    merged[output] = as_map(
+                        values, samples, block.components, block.properties.names[0]
                     )
         return merged

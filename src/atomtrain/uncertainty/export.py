@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 from metatomic.torch import (
@@ -19,14 +19,13 @@ from metatomic.torch import (
 from atomtrain.data.info import TargetInfo
 from atomtrain.data.structure import Structure
 from atomtrain.errors import UserError
+from atomtrain.export import merge_metadata
 from atomtrain.uncertainty.calibration import fit
 from atomtrain.uncertainty.ensembles import DeepEnsemble
 from atomtrain.uncertainty.llpr import (
     Calibrated,
-    HeldOut,
     feature_covariance,
     held_out,
-    wrap,
 )
 from atomtrain.uncertainty.module import UncertaintyModel
 from atomtrain.uncertainty.shallow import ShallowEnsemble, fine_tune
@@ -35,6 +34,7 @@ from atomtrain.uncertainty.shallow import ShallowEnsemble, fine_tune
 logger = logging.getLogger("atomtrain")
 DEFAULT_MEMBERS = 32
 DEFAULT_EPOCHS = 200
+Fitted = Union[Calibrated, ShallowEnsemble]
 METADATA_KEY = "atomtrain.uncertainty"
 
 
@@ -77,91 +77,64 @@ def labelled_targets(model, calibration: List[Structure]) -> Dict[str, TargetInf
     return covered
 
 
-def calibrate_llpr(
-    model,
-    train: List[Structure],
-    calibration: List[Structure],
-    dtype: torch.dtype,
-    device: torch.device,
-    n_members: int = DEFAULT_MEMBERS,
-    batch_size: int = 16,
-) -> tuple[UncertaintyModel, Dict[str, Calibrated]]:
-    """LLPR of every scalar and Cartesian target of ``model``: the covariance
-    over ``train``, ``alpha`` and ``varsigma`` fitted on ``calibration``."""
-    model = model.to(device=device, dtype=dtype).eval()
-    calibrated: Dict[str, Calibrated] = {}
-    for name, target in labelled_targets(model, calibration).items():
-        covariance = feature_covariance(model, train, target, dtype, device, batch_size)
-        data = held_out(model, calibration, target, dtype, device, batch_size)
-        calibrated[name] = fit(covariance, data, target)
-        log_llpr(name, len(train), data, calibrated[name])
-    return wrap(model, calibrated, n_members), calibrated
-
-
-def log_llpr(name: str, n_train: int, data: HeldOut, result: Calibrated) -> None:
-    logger.info(
-        f"LLPR of '{name}': covariance over {n_train} structures, calibrated "
-        f"on {data.errors.shape[0]} values; alpha {result.alpha.tolist()}, "
-        f"regulariser {result.regularizer:.3g}; validation NLL "
-        f"{result.nll_before:.4g} -> {result.nll_after:.4g}"
-    )
-
-
-def calibrate_shallow_ensemble(
-    model,
-    train: List[Structure],
-    calibration: List[Structure],
-    dtype: torch.dtype,
-    device: torch.device,
-    n_members: int = DEFAULT_MEMBERS,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = 16,
-) -> tuple[UncertaintyModel, Dict[str, ShallowEnsemble]]:
-    """LLPR as in :func:`calibrate_llpr` (covariance from the same pass over
-    ``train`` that gives the training errors), then its posterior draws
-    fine-tuned with the Gaussian NLL (see atomtrain.uncertainty.shallow)."""
-    model = model.to(device=device, dtype=dtype).eval()
-    ensembles: Dict[str, ShallowEnsemble] = {}
-    for name, target in labelled_targets(model, calibration).items():
-        fitted = held_out(model, train, target, dtype, device, batch_size)
-        data = held_out(model, calibration, target, dtype, device, batch_size)
-        covariance = fitted.features.T @ fitted.features
-        llpr = fit(covariance, data, target)
-        log_llpr(name, len(train), data, llpr)
-        ensembles[name] = fine_tune(llpr, fitted, data, n_members, epochs)
-        logger.info(
-            f"shallow ensemble of '{name}': {n_members} members fine-tuned with "
-            f"the Gaussian NLL on {fitted.errors.shape[0]} training values; "
-            f"validation NLL {ensembles[name].nll_initial:.4g} (LLPR draws) -> "
-            f"{ensembles[name].nll_after:.4g} (epoch {ensembles[name].best_epoch})"
-        )
-    heads = {name: ensemble.head() for name, ensemble in ensembles.items()}
-    return UncertaintyModel(model, heads), ensembles
-
-
 def calibrate(
     model,
     train: List[Structure],
     calibration: List[Structure],
     dtype: torch.dtype,
     device: torch.device,
-    section: dict,
+    section: Optional[dict] = None,
     batch_size: int = 16,
-) -> tuple[UncertaintyModel, dict]:
-    """The uncertainty ``section`` asks for (``method``, ``ensemble_members``,
-    ``epochs``), with the description its exported metadata records."""
+) -> tuple[UncertaintyModel, Dict[str, Fitted]]:
+    """The uncertainty that ``section`` (the ``uncertainty:`` options: method,
+    ensemble_members, epochs) asks for, of every scalar and Cartesian target
+    of ``model``. LLPR: the covariance over ``train``, ``alpha`` and
+    ``varsigma`` fitted on ``calibration``. Shallow ensemble: the same LLPR
+    (the covariance from the pass over ``train`` that gives its errors), then
+    its posterior draws fine-tuned with the Gaussian NLL
+    (atomtrain.uncertainty.shallow)."""
+    section = section or {}
     method = section.get("method", "llpr")
     members = section.get("ensemble_members", DEFAULT_MEMBERS)
-    if method == "shallow_ensemble":
-        epochs = section.get("epochs", DEFAULT_EPOCHS)
-        wrapper, ensembles = calibrate_shallow_ensemble(
-            model, train, calibration, dtype, device, members, epochs, batch_size
+    model = model.to(device=device, dtype=dtype).eval()
+    fitted: Dict[str, Fitted] = {}
+    for name, target in labelled_targets(model, calibration).items():
+        data = held_out(model, calibration, target, dtype, device, batch_size)
+        if method == "shallow_ensemble":
+            errors = held_out(model, train, target, dtype, device, batch_size)
+            covariance = errors.features.T @ errors.features
+        else:
+            covariance = feature_covariance(
+                model, train, target, dtype, device, batch_size
+            )
+        llpr = fit(covariance, data, target)
+        logger.info(
+            f"LLPR of '{name}': covariance over {len(train)} structures, "
+            f"calibrated on {data.errors.shape[0]} values; alpha "
+            f"{llpr.alpha.tolist()}, regulariser {llpr.regularizer:.3g}; "
+            f"validation NLL {llpr.nll_before:.4g} -> {llpr.nll_after:.4g}"
         )
-        return wrapper, describe_shallow(ensembles)
-    wrapper, calibrated = calibrate_llpr(
-        model, train, calibration, dtype, device, members, batch_size
-    )
-    return wrapper, describe(calibrated, members)
+        fitted[name] = llpr
+        if method == "shallow_ensemble":
+            epochs = section.get("epochs", DEFAULT_EPOCHS)
+            fitted[name] = tuned = fine_tune(llpr, errors, data, members, epochs)
+            logger.info(
+                f"shallow ensemble of '{name}': {members} members fine-tuned with "
+                f"the Gaussian NLL on {errors.errors.shape[0]} training values; "
+                f"validation NLL {tuned.nll_initial:.4g} (LLPR draws) -> "
+                f"{tuned.nll_after:.4g} (epoch {tuned.best_epoch})"
+            )
+    heads = {
+        name: f.head() if isinstance(f, ShallowEnsemble) else f.head(members)
+        for name, f in fitted.items()
+    }
+    return UncertaintyModel(model, heads), fitted
+
+
+def calibrate_llpr(model, *data, n_members: int = DEFAULT_MEMBERS, batch_size=16):
+    """LLPR with ``n_members`` members; ``data``: train, calibration, dtype
+    and device, as for :func:`calibrate`."""
+    return calibrate(model, *data, {"ensemble_members": n_members}, batch_size)
 
 
 def uncertainty_outputs(
@@ -218,13 +191,7 @@ def export_with_uncertainty(
             for name, (sigma, ensemble, _) in names.items()
         }
     )
-    new_metadata = ModelMetadata(
-        old.name,
-        old.description,
-        list(old.authors),
-        {k: list(v) for k, v in old.references.items()},
-        extra,
-    )
+    new_metadata = merge_metadata(old, ModelMetadata(extra=extra))
     return AtomisticModel(module.eval(), new_metadata, new_capabilities)
 
 
@@ -264,30 +231,25 @@ def export_ensemble(
     return export_with_uncertainty(ensemble, base, names, details, metadata)
 
 
-def describe(calibrated: Dict[str, Calibrated], n_members: int) -> dict:
+def describe(fitted: Dict[str, Fitted], n_members: int) -> dict:
     """What the metadata records of each target's calibration."""
-    return {
-        name: {
-            "method": "llpr",
-            "alpha": c.alpha.tolist(),
-            "regularizer": c.regularizer,
-            "members": n_members,
-            "validation_nll": c.nll_after,
-        }
-        for name, c in calibrated.items()
-    }
-
-
-def describe_shallow(ensembles: Dict[str, ShallowEnsemble]) -> dict:
-    """What the metadata records of each target's shallow ensemble."""
-    return {
-        name: {
-            "method": "shallow_ensemble",
-            "scale": e.scale.tolist(),
-            "members": e.n_members,
-            "epoch": e.best_epoch,
-            "validation_nll": e.nll_after,
-            "validation_nll_llpr_draws": e.nll_initial,
-        }
-        for name, e in ensembles.items()
-    }
+    found = {}
+    for name, f in fitted.items():
+        if isinstance(f, ShallowEnsemble):
+            found[name] = {
+                "method": "shallow_ensemble",
+                "scale": f.scale.tolist(),
+                "members": f.n_members,
+                "epoch": f.best_epoch,
+                "validation_nll": f.nll_after,
+                "validation_nll_llpr_draws": f.nll_initial,
+            }
+        else:
+            found[name] = {
+                "method": "llpr",
+                "alpha": f.alpha.tolist(),
+                "regularizer": f.regularizer,
+                "members": n_members,
+                "validation_nll": f.nll_after,
+            }
+    return found

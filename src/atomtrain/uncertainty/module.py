@@ -133,6 +133,20 @@ def sample_features(
     return features, samples
 
 
+def at_samples(
+    values: torch.Tensor, samples: Labels, per_atom: bool, systems: List[System]
+) -> Tuple[torch.Tensor, Labels]:
+    """``values`` as they are, or summed per system when they are per atom and
+    ``per_atom`` is False."""
+    if per_atom or samples.names == ["system"]:
+        return values, samples
+    index = samples.column("system").to(torch.long)
+    shape = [len(systems)] + list(values.shape[1:])
+    sums = torch.zeros(shape, dtype=values.dtype, device=values.device)
+    labels = _labels("system", len(systems), values.device)
+    return sums.index_add(0, index, values), labels
+
+
 def _labels(name: str, n: int, device: torch.device) -> Labels:
     values = torch.arange(n, dtype=torch.int32, device=device).reshape(-1, 1)
     return Labels([name], values)
@@ -155,9 +169,10 @@ def as_map(
 
 class UncertaintyOutputs(torch.nn.Module):
     """What the wrappers share: the names of the uncertainty outputs of
-    ``targets`` and the outputs to ask the wrapped model(s) for. ``compute``
-    (each wrapper's) fills the outputs; the targets added only to build an
-    uncertainty are dropped again."""
+    ``targets`` and the outputs to ask the wrapped model(s) for. Each wrapper
+    defines ``compute(systems, outputs, requested, selected_atoms)``, which
+    fills ``outputs`` from the model(s) called with ``requested``; the targets
+    added only to build an uncertainty are dropped again."""
 
     def __init__(self, targets: List[str], needs_target_for_sigma: bool):
         super().__init__()
@@ -178,8 +193,10 @@ class UncertaintyOutputs(torch.nn.Module):
             if name not in self.extra_outputs:
                 requested[name] = output
         # members are the prediction plus shifts (or the members' predictions):
-        # the target is predicted too, per the same samples
+        # the target is predicted too, per atom when some output is per atom
+        # (an engine asks for the energy per system and its sigma per atom)
         added: List[str] = []
+        summed: List[str] = []
         for i, name in enumerate(self.targets):
             extras = [self.ensemble_outputs[i]]
             if self.needs_target_for_sigma:
@@ -188,26 +205,22 @@ class UncertaintyOutputs(torch.nn.Module):
                 if extra not in outputs:
                     continue
                 kind = outputs[extra].sample_kind
-                if name in requested and requested[name].sample_kind != kind:
-                    raise ValueError(
-                        "ask for " + name + " and " + extra + " per the same samples"
-                    )
                 if name not in requested:
                     requested[name] = ModelOutput(sample_kind=kind)
                     added.append(name)
+                elif requested[name].sample_kind != kind:
+                    requested[name] = ModelOutput(sample_kind="atom")
+                    if name not in added:
+                        summed.append(name)
         results = self.compute(systems, outputs, requested, selected_atoms)
         for name in added:
             results.pop(name)
+        for name in summed:
+            block = results[name].block()
+            values, samples = at_samples(block.values, block.samples, False, systems)
+            new = TensorBlock(values, samples, block.components, block.properties)
+            results[name] = TensorMap(results[name].keys, [new])
         return results
-
-    def compute(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        requested: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels],
-    ) -> Dict[str, TensorMap]:
-        raise NotImplementedError("each uncertainty wrapper computes its outputs")
 
 
 class UncertaintyModel(UncertaintyOutputs):
@@ -263,7 +276,11 @@ class UncertaintyModel(UncertaintyOutputs):
                     if output == head.uncertainty_output:
                         values = head.sigma(features)
                     else:
-                        values = head.members(results[name].block().values, features)
+                        block = results[name].block()
+                        prediction = at_samples(
+                            block.values, block.samples, per_atom, systems
+                        )[0]
+                        values = head.members(prediction, features)
                     results[output] = as_map(
                         values.to(atomic.dtype), samples, components, head.property_name
                     )
