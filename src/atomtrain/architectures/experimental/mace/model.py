@@ -30,7 +30,7 @@ from atomtrain.architectures.experimental.mace.documentation import ModelHypers
 from atomtrain.data.info import DatasetInfo, display_name
 from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline, TypeIndex
-from atomtrain.nn.flat import flatten_systems, selected_mask
+from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
 from atomtrain.nn.heads import with_terms
 from atomtrain.nn.outputs import declared_outputs, output_map
 from atomtrain.nn.terms import AdditiveTerms
@@ -204,17 +204,15 @@ class Mace(ModelInterface[ModelHypers], AdditiveTerms):
         self.hypers["avg_num_neighbors"] = float(value)
 
     def atomic_energies(
-        self,
-        type_index: torch.Tensor,
-        centers: torch.Tensor,
-        neighbors: torch.Tensor,
-        vectors: torch.Tensor,
+        self, type_index: torch.Tensor, flat: FlatSystems
     ) -> torch.Tensor:
         """MACE's per-atom energies ``(n_atoms, n_targets)``, before the baseline.
 
-        ``vectors`` point from ``centers`` (MACE's senders) to ``neighbors`` (its
-        receivers), as MACE's ``positions[receiver] - positions[sender] + shifts``.
+        The pair vectors point from ``flat.centers`` (MACE's senders) to
+        ``flat.neighbors`` (its receivers), as MACE's ``positions[receiver] -
+        positions[sender] + shifts``.
         """
+        centers, neighbors, vectors = flat.centers, flat.neighbors, flat.vectors
         node_attrs = torch.nn.functional.one_hot(type_index, self.n_types).to(
             vectors.dtype
         )
@@ -261,9 +259,7 @@ class Mace(ModelInterface[ModelHypers], AdditiveTerms):
             return results
         flat = flatten_systems(systems, self.neighbor_options)
         type_index = self.type_index(flat.types)
-        energies = self.atomic_energies(
-            type_index, flat.centers, flat.neighbors, flat.vectors
-        )
+        energies = self.atomic_energies(type_index, flat)
         mask = selected_mask(flat, selected_atoms)
         terms = self.additive_terms(systems, type_index, energies, outputs)
         for name, baseline in self.baselines.items():
