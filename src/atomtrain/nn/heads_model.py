@@ -17,6 +17,7 @@ from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from atomtrain.abc import HypersType, ModelInterface
 from atomtrain.data.info import DatasetInfo
+from atomtrain.errors import UserError
 from atomtrain.nn.direct_forces import stress_per_volume
 from atomtrain.nn.flat import FlatSystems, flatten_systems, selected_mask
 from atomtrain.nn.heads import (
@@ -67,6 +68,12 @@ class HeadsModel(ModelInterface[HypersType], EquivariantOutputs, AdditiveTerms):
     # (an architecture that needs less declares its own)
     __supported_devices__ = ["cuda", "cpu"]
     __supported_dtypes__ = [torch.float64, torch.float32]
+
+    def __init__(self, hypers: HypersType, dataset_info: DatasetInfo):
+        super().__init__(hypers, dataset_info)
+        for target in dataset_info.targets.values():
+            if target.num_subtargets < 1:
+                raise UserError(f"target '{target.name}' has no components.")
 
     def atom_features(
         self, systems: List[System], flat: FlatSystems, type_index: torch.Tensor

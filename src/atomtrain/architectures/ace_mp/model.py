@@ -85,8 +85,6 @@ class AceMp(HeadsModel[ModelHypers]):
         super().__init__(hypers, dataset_info)
         for target in dataset_info.targets.values():
             check_equivariant(target, "ACE-MP")
-            if target.num_subtargets < 1:
-                raise UserError(f"target '{target.name}' has no components.")
         n_types = len(dataset_info.atomic_types)
         channels, n_layers = hypers["channels"], hypers["num_layers"]
         l_max, hidden_l = hypers["l_max"], min(hypers["hidden_l_max"], hypers["l_max"])

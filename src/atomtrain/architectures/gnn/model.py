@@ -63,8 +63,6 @@ class Gnn(HeadsModel[ModelHypers]):
             )
         for target in dataset_info.targets.values():
             check_equivariant(target, "the GNN")
-            if target.num_subtargets < 1:
-                raise UserError(f"target '{target.name}' has no components.")
         n_types = len(dataset_info.atomic_types)
         vectors, n_radial = hypers["num_vectors"], hypers["num_radial"]
         self.cutoff = float(hypers["cutoff"])

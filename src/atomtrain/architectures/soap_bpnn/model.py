@@ -106,8 +106,6 @@ class SoapBpnn(HeadsModel[ModelHypers]):
     def __init__(self, hypers: ModelHypers, dataset_info: DatasetInfo):
         super().__init__(hypers, dataset_info)
         for target in dataset_info.targets.values():
-            if target.num_subtargets < 1:
-                raise UserError(f"target '{target.name}' has no components.")
             if target.rank > 0:
                 raise UserError(
                     f"target '{display_name(target.name)}' is a Cartesian tensor "
