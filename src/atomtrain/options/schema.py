@@ -340,9 +340,10 @@ class UncertaintySection(_Strict):
             "`llpr`: last-layer prediction rigidity, the covariance of the "
             "last-layer features over the training set, calibrated on the "
             "validation set by minimising the Gaussian NLL. `shallow_ensemble`: "
-            "LLPR's posterior draws of the last layer, fine-tuned (body frozen) "
-            "with the Gaussian NLL of the training errors, the epoch of least "
-            "validation NLL kept."
+            "LLPR's posterior draws of the last layer, whose variance along each "
+            "direction of the training features is fine-tuned (body frozen) with "
+            "the Gaussian NLL of the training errors, the epoch of least "
+            "validation NLL kept; sigma is the members' spread."
         ),
     )
     ensemble_members: int = Field(

@@ -122,7 +122,7 @@ def calibrate(
                 f"shallow ensemble of '{name}': {members} members fine-tuned with "
                 f"the Gaussian NLL on {errors.errors.shape[0]} training values; "
                 f"validation NLL {tuned.nll_initial:.4g} (LLPR draws) -> "
-                f"{tuned.nll_after:.4g} (epoch {tuned.best_epoch})"
+                f"{tuned.nll_after:.4g} (epoch {tuned.epoch} kept)"
             )
     heads = {
         name: f.head() if isinstance(f, ShallowEnsemble) else f.head(members)
@@ -240,7 +240,7 @@ def describe(fitted: Dict[str, Fitted], n_members: int) -> dict:
                 "method": "shallow_ensemble",
                 "scale": f.scale.tolist(),
                 "members": f.n_members,
-                "epoch": f.best_epoch,
+                "epoch": f.epoch,
                 "validation_nll": f.nll_after,
                 "validation_nll_llpr_draws": f.nll_initial,
             }
