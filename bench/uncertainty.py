@@ -288,7 +288,7 @@ def main() -> int:
     energy = ensembles["energy"]
     report["shallow ensemble cost"] = {
         "members": args.shallow_members,
-        "kept epoch": energy.best_epoch,
+        "kept epoch": energy.epoch,
         "validation NLL of the LLPR draws": energy.nll_initial,
         "validation NLL after fine-tuning": energy.nll_after,
         "calibration incl. fine-tuning (s)": shallow_seconds,
