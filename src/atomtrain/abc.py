@@ -129,8 +129,10 @@ class ModelInterface(torch.nn.Module, Generic[HypersType]):
         """Per-atom features ``(n_atoms, n_features)`` in which the per-atom
         prediction of ``target`` is linear: ``features @ last_layer_weights(target)``
         plus a term that does not depend on those weights (the composition
-        baseline, repulsion). Uncertainty (LLPR, last-layer ensembles) needs it;
-        architectures without it get no uncertainty outputs."""
+        baseline, repulsion); ``(n_atoms, 3**rank, n_features)`` for a
+        Cartesian target, one row per component. Uncertainty (LLPR,
+        last-layer ensembles) needs it; architectures without it get no
+        uncertainty outputs."""
         raise NotImplementedError(
             f"{type(self).__name__} does not expose last-layer features, so it "
             "has no uncertainty (LLPR) outputs"
