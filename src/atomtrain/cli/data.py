@@ -21,7 +21,12 @@ def add_parser(commands) -> None:
         "converted to eV and Å, as for training) and write them into one packed "
         "store, streaming: memory stays bounded whatever the input size.",
     )
-    pack.add_argument("inputs", nargs="+", help="structure files (extended XYZ, ...)")
+    pack.add_argument(
+        "inputs",
+        nargs="+",
+        help="structure sources: files ASE reads (extended XYZ, ...), ASE "
+        "databases (.db) or DeePMD-kit folders",
+    )
     pack.add_argument("-o", "--output", required=True, help="store to write (.atd)")
     pack.add_argument(
         "--targets",
