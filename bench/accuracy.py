@@ -3,7 +3,7 @@ published figures and (optionally) MACE's own trainer, for a wall-time budget.
 
     python bench/accuracy.py --benchmark rmd17-ethanol|acac --budget SECONDS
         --test PATH [--test PATH ...] [--with-mace] [--json OUT]
-        [--workdir DIR] [--threads N] [--mace-only]
+        [--workdir DIR] [--threads N] [--processes N] [--mace-only]
 
 1. Copies the training data, ``<repo>/../shared/data/rmd17-ethanol/{train.xyz,
    isolated_atoms.xyz}`` or ``<repo>/../shared/data/acac/{train_300K.xyz,
@@ -12,8 +12,13 @@ published figures and (optionally) MACE's own trainer, for a wall-time budget.
    or 450 / 50 structures by atomtrain's seed-0 shuffle), into the working
    folder (``--workdir``, or a new folder under /tmp that is kept), and runs
    ``atomtrain train options.yaml -o architecture.training.max_time=<BUDGET>``
-   there with OMP_NUM_THREADS and MKL_NUM_THREADS set to ``--threads``
-   (default 1), under ``/usr/bin/time -v``. ``max_time`` bounds the training
+   there as ``--processes`` cooperating processes (default 2, the cores of
+   the 2-core machine the targets are set for: ``torchrun --nproc-per-node 2
+   -m atomtrain train ...``, each process on its share of every batch; 1 runs
+   ``atomtrain train`` alone) with OMP_NUM_THREADS and MKL_NUM_THREADS set to
+   ``--threads`` (default 1) in each, under ``/usr/bin/time -v``. MACE, with
+   ``--with-mace``, runs afterwards with processes x threads threads, so both
+   codes get the same cores. ``max_time`` bounds the training
    loop (start-up, neighbour lists, export and the final evaluation come on
    top): the whole command's wall time is reported beside it. The script
    checks in ``options_restart.yaml`` that the override took effect.
@@ -233,12 +238,13 @@ def atomtrain_validation_frames(folder: str, budget: float) -> list[int]:
     return [int(s.source.rsplit(":", 1)[1]) for part in validation for s in part]
 
 
-def train_atomtrain(folder: str, budget: float, env: dict) -> dict:
+def train_atomtrain(folder: str, budget: float, env: dict, processes: int) -> dict:
     """Run the training command; wall time, peak RSS and the run folder."""
-    command = [
-        os.path.join(BIN, "atomtrain"),
-        *("train", "options.yaml", "-o", budget_override(budget)),
-    ]
+    launcher = [os.path.join(BIN, "atomtrain")]
+    if processes > 1:
+        launcher = [os.path.join(BIN, "torchrun"), "--nproc-per-node",
+                    str(processes), "-m", "atomtrain"]  # fmt: skip
+    command = [*launcher, "train", "options.yaml", "-o", budget_override(budget)]
     print(f"bench: {' '.join(command[1:])} (in {folder})", flush=True)
     result = timed(command, folder, env, "atomtrain")
     (run,) = glob.glob(os.path.join(folder, "outputs", "*", "*", "train.csv"))
@@ -489,6 +495,7 @@ def print_table(results: dict) -> None:
     print()
     print(
         f"{benchmark.name}: budget {results['budget_s']:g} s of training per code, "
+        f"{results.get('processes', 1)} process(es) x "
         f"{results['threads']} thread(s), load "
         f"{results['environment']['loadavg_before']} -> "
         f"{results['environment']['loadavg_after']}"
@@ -558,7 +565,7 @@ def plot(results: dict, path: str) -> str | None:
     axis.legend()
     axis.set_title(
         f"{results['benchmark']}, budget {results['budget_s']:g} s, "
-        f"{results['threads']} thread(s)"
+        f"{results.get('processes', 1)} x {results['threads']} thread(s)"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -588,7 +595,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--workdir", help="default: a new folder under /tmp")
     parser.add_argument("--threads", type=int, default=1, help="default: 1")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="atomtrain training processes (torchrun); default: 2",
+    )
     args = parser.parse_args()
+    if args.processes < 1 or args.threads < 1:
+        parser.error("--processes and --threads must be at least 1")
     args.with_mace = args.with_mace or args.mace_only
     if args.budget <= 0:
         parser.error("--budget must be positive")
@@ -633,7 +648,9 @@ def main() -> None:
 
     model, dtype, codes = None, None, {}
     if not args.mace_only:
-        atomtrain = atomtrain_summary(train_atomtrain(folder, args.budget, env))
+        atomtrain = atomtrain_summary(
+            train_atomtrain(folder, args.budget, env, args.processes)
+        )
         model = os.path.join(folder, "model.pt")
         atomtrain["model_file"] = model
         calculator, dtype = metatomic_calculator(model)
@@ -643,6 +660,7 @@ def main() -> None:
         "benchmark": benchmark.name,
         "budget_s": args.budget,
         "threads": args.threads,
+        "processes": args.processes,
         "model": model,
         "model_dtype": dtype,
         "tests": args.test,
@@ -658,7 +676,8 @@ def main() -> None:
                 f"written for MACE has {len(validation)}"
             )
         results["validation_frames"] = sorted(validation)
-        calibration, mace = run_mace(args, benchmark, folder, validation, env)
+        mace_env = child_env(args.threads * args.processes)
+        calibration, mace = run_mace(args, benchmark, folder, validation, mace_env)
         results["mace_calibration"] = calibration
         results["codes"]["mace"] = mace
     results["environment"] = environment(load_before, cpu_threads_asked=args.threads)
