@@ -85,6 +85,13 @@ def test_train_with_uncertainty_then_calibrate(folder):
     other = sigmas("other.pt")
     for name in ("energy", "energy_uncertainty", "energy_ensemble"):
         torch.testing.assert_close(other[name], trained[name])
+    # the copy of the checkpoint has no options_restart.yaml beside it: the
+    # training options name the same training split
+    copied = ["calibrate", "model.ckpt", "calibration.yaml", "-o", "copy.pt"]
+    assert main(copied + ["--members", "4", "--train", "options.yaml"]) == 0
+    again = sigmas("copy.pt")
+    for name in ("energy", "energy_uncertainty", "energy_ensemble"):
+        torch.testing.assert_close(again[name], trained[name])
     # a covariance over other structures changes the uncertainty, not the energy
     assert main(command + ["--train", "calibration.xyz"]) == 0
     third = sigmas("other.pt")

@@ -24,8 +24,9 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--train",
         default=None,
-        help="structures of the covariance (dataset YAML or structure file); "
-        "default: the training set of options_restart.yaml beside the checkpoint",
+        help="structures of the covariance (dataset YAML, structure file, or "
+        "the training options, whose training split is used); default: the "
+        "training set of options_restart.yaml beside the checkpoint",
     )
     parser.add_argument(
         "--members",

@@ -57,7 +57,8 @@ def training_structures(checkpoint_path: str) -> List[Structure]:
         raise UserError(
             f"there is no options_restart.yaml beside '{checkpoint_path}' to find "
             "its training set: name the structures the covariance is accumulated "
-            "over with --train (a dataset YAML or a structure file)."
+            "over with --train (the training options.yaml, a dataset YAML or a "
+            "structure file)."
         )
     try:
         train = load_datasets(read_yaml(path))[0]
@@ -66,6 +67,27 @@ def training_structures(checkpoint_path: str) -> List[Structure]:
             f"cannot read the training set named in '{path}' ({error}); name it "
             "with --train."
         ) from None
+    return [s for dataset in train for s in dataset]
+
+
+def is_training_options(path: str) -> bool:
+    """Whether ``path`` is a training options file (it has ``training_set``)
+    rather than a dataset section."""
+    from atomtrain.options.load import read_yaml
+
+    if not path.endswith((".yaml", ".yml")) or not os.path.exists(path):
+        return False
+    content = read_yaml(path)
+    return isinstance(content, dict) and "training_set" in content
+
+
+def training_split(options_path: str) -> List[Structure]:
+    """The training split that ``atomtrain train options_path`` uses (same
+    files, seed and fractions), for ``--train options.yaml``."""
+    from atomtrain.data.dataset import load_datasets
+    from atomtrain.options.load import load_options
+
+    train = load_datasets(load_options(options_path, []))[0]
     return [s for dataset in train for s in dataset]
 
 
@@ -90,6 +112,8 @@ def calibrate_checkpoint(
     calibration = read_structures(calibration_path, "calibration")
     if train_path is None:
         train = training_structures(checkpoint_path)
+    elif is_training_options(train_path):
+        train = training_split(train_path)
     else:
         train = read_structures(train_path, "train")
     dtype = next(model.parameters()).dtype
