@@ -9,7 +9,7 @@ from atomtrain.architectures.ace_mp.model import AceMp
 from atomtrain.architectures.hypers import defaults_of
 from atomtrain.architectures.registry import import_documentation
 from atomtrain.data.info import DatasetInfo, TargetInfo
-from atomtrain.nn.gaunt import degree_of_components, gaunt_tensor
+from atomtrain.nn.gaunt import SphereGridProduct, degree_of_components, gaunt_tensor
 from atomtrain.nn.spherical import SphericalHarmonics
 
 
@@ -45,6 +45,27 @@ def test_selection_rules():
         if (x + y + z) % 2 == 0
     }
     assert set(zip(la.tolist(), lb.tolist(), l.tolist())) == allowed
+
+
+@pytest.mark.parametrize("l_max", [1, 2, 3, 4])
+def test_sphere_grid_product_is_the_gaunt_contraction(l_max):
+    """ACE-MP's products on the quadrature grid equal the explicit
+    contraction with the Gaunt tensor, for every output truncation and for
+    left factors with fewer components."""
+    k = (l_max + 1) ** 2
+    generator = torch.Generator().manual_seed(l_max)
+    x = torch.randn(7, k, dtype=F64, generator=generator)
+    y = torch.randn(7, k, dtype=F64, generator=generator)
+    gaunt = gaunt_tensor(l_max, l_max, l_max)
+    product = SphereGridProduct(l_max)
+    y_on_grid = product.on_grid(y)
+    for k_x in (1, k):
+        for k_out in (1, 4, k):
+            expected = torch.einsum(
+                "kab,ra,rb->rk", gaunt[:k_out, :k_x], x[:, :k_x], y
+            )
+            actual = product(x[:, :k_x], y_on_grid, min(k_out, k))
+            torch.testing.assert_close(actual, expected[:, : min(k_out, k)])
 
 
 def _random_orthogonal(seed: int, reflect: bool) -> torch.Tensor:

@@ -11,27 +11,7 @@ natural parity and every scalar is invariant under rotations and reflections.
 
 import torch
 
-from atomtrain.nn.gaunt import degree_of_components, gaunt_tensor
-
-
-def coupling_with(gaunt: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``T[n c, k, a] = sum_b G[k, a, b] y[n, c, b]``, by one matrix product:
-    what :func:`couple` needs of ``y``, computed once when ``y`` is coupled to
-    several features."""
-    n, c, k_b = y.shape
-    k_out, k_a = gaunt.shape[0], gaunt.shape[1]
-    by_b = gaunt.permute(2, 0, 1).reshape(k_b, k_out * k_a)
-    return (y.reshape(n * c, k_b) @ by_b).reshape(n * c, k_out, k_a)
-
-
-def couple(partial: torch.Tensor, x: torch.Tensor, k_out: int) -> torch.Tensor:
-    """``z[n, c, k] = sum_ab G[k, a, b] x[n, c, a] y[n, c, b]`` for ``k <
-    k_out``, channel by channel, from ``partial = coupling_with(G, y)`` (an
-    explicit outer product of ``x`` and ``y`` is several times slower on
-    CPUs)."""
-    n, c, k_a = x.shape
-    rows = partial[:, :k_out] if k_out < partial.shape[1] else partial
-    return (rows * x.reshape(n * c, 1, k_a)).sum(2).reshape(n, c, k_out)
+from atomtrain.nn.gaunt import SphereGridProduct, degree_of_components, gaunt_tensor
 
 
 class EquivariantLinear(torch.nn.Module):
@@ -186,9 +166,7 @@ class Products(torch.nn.Module):
     ):
         super().__init__()
         self.l_max, self.l_out, self.correlation = l_max, l_out, correlation
-        self.register_buffer(
-            "gaunt", gaunt_tensor(l_max, l_max, l_max), persistent=False
-        )
+        self.couple = SphereGridProduct(l_max)
         self.first = ElementWeights(n_types, channels, l_out)
         self.inner = torch.nn.ModuleList(
             [ElementWeights(n_types, channels, l_max) for _ in range(correlation - 1)]
@@ -203,14 +181,16 @@ class Products(torch.nn.Module):
     def forward(self, density: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
         k_out = (self.l_out + 1) * (self.l_out + 1)
         k_max = (self.l_max + 1) * (self.l_max + 1)
-        partial = coupling_with(self.gaunt.to(density.dtype), density)
+        n, c = density.shape[0], density.shape[1]
+        density_on_grid = self.couple.on_grid(density.reshape(n * c, k_max))
         product = density
         result = self.first(type_index, k_out) * density[:, :, :k_out]
         last = len(self.inner)
         for nu, (inner, outer) in enumerate(zip(self.inner, self.outer)):
             # the highest power is only needed up to l_out
             k_nu = k_out if nu == last - 1 else k_max
-            product = couple(partial, inner(type_index, k_max) * product, k_nu)
+            weighted = (inner(type_index, k_max) * product).reshape(n * c, k_max)
+            product = self.couple(weighted, density_on_grid, k_nu).reshape(n, c, k_nu)
             result = result + outer(type_index, k_out) * product[:, :, :k_out]
         return result
 
