@@ -117,10 +117,19 @@ class Density(torch.nn.Module):
         self.radial = RadialNetwork(
             n_basis, hidden, (l_in + 1) * (l_max + 1) * channels
         )
+        # (K_b, K_in * K): the Gaunt tensor, one matrix product from the bond's
+        # harmonics to the coupling of every input component
+        gaunt = gaunt_tensor(l_in, l_max, l_max)  # (K, K_in, K_b)
         self.register_buffer(
-            "gaunt", gaunt_tensor(l_in, l_max, l_max), persistent=False
+            "coupling_basis",
+            gaunt.permute(2, 1, 0).reshape(gaunt.shape[2], -1).contiguous(),
+            persistent=False,
         )
-        self.register_buffer("degree", degree_of_components(l_max), persistent=False)
+        # (l, K): 1 where component K has degree l; spreads a weight per l over
+        # the components by a matrix product, whose backward is another one
+        # (indexing by degree costs a zero fill and a scatter in each backward)
+        spread = torch.nn.functional.one_hot(degree_of_components(l_max)).T
+        self.register_buffer("spread", spread.to(torch.float64), persistent=False)
 
     def forward(
         self,
@@ -132,23 +141,32 @@ class Density(torch.nn.Module):
         neighbors: torch.Tensor,
         normalization: torch.Tensor,
     ) -> torch.Tensor:
-        n_edges = harmonics.shape[0]
+        n_edges, n_in = harmonics.shape[0], self.l_in + 1
         k_out = (self.l_max + 1) * (self.l_max + 1)
         neighbor = self.linear(x)[neighbors]  # (E, C, K_in)
-        coupling = torch.einsum("kab,eb->eka", self.gaunt.to(x.dtype), harmonics)
-        radial = self.radial(basis, envelope).reshape(
-            n_edges, self.l_in + 1, self.l_max + 1, self.channels
-        )
+        coupling = harmonics @ self.coupling_basis.to(x.dtype)  # (E, K_in K)
+        radial = self.radial(basis, envelope)  # (E, l_in x l x C)
+        spread = self.spread.to(x.dtype)
+        # one l_in at a time, on separate contiguous tensors: a product of
+        # every l_in at once, or views into one, runs several times slower
+        # (tensors out of cache, zero fills in the backward)
         message = torch.zeros(
             (n_edges, self.channels, k_out), dtype=x.dtype, device=x.device
         )
-        for l_in in range(self.l_in + 1):
+        width = (self.l_max + 1) * self.channels
+        for l_in in range(n_in):
             start, stop = l_in * l_in, (l_in + 1) * (l_in + 1)
-            coupled = torch.einsum(
-                "eca,eka->eck", neighbor[:, :, start:stop], coupling[:, :, start:stop]
+            coupled = torch.bmm(
+                neighbor[:, :, start:stop].contiguous(),
+                coupling[:, start * k_out : stop * k_out].reshape(
+                    n_edges, stop - start, k_out
+                ),
             )
-            weights = radial[:, l_in][:, self.degree].transpose(1, 2)  # (E, C, K)
-            message = message + coupled * weights
+            per_l = radial[:, l_in * width : (l_in + 1) * width].reshape(
+                n_edges, self.l_max + 1, self.channels
+            )
+            weights = per_l.transpose(1, 2).reshape(-1, self.l_max + 1) @ spread
+            message = message + coupled * weights.reshape(n_edges, self.channels, k_out)
         density = torch.zeros(
             (x.shape[0], self.channels, k_out), dtype=x.dtype, device=x.device
         )
