@@ -10,6 +10,7 @@ natural parity and every scalar is invariant under rotations and reflections.
 """
 
 import torch
+import torch.nn.functional as F
 
 from atomtrain.nn.gaunt import SphereGridProduct, degree_of_components, gaunt_tensor
 
@@ -26,7 +27,7 @@ class EquivariantLinear(torch.nn.Module):
         self.register_buffer("degree", degree_of_components(l_max), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight[self.degree[: x.shape[2]]]  # (K, C_in, C_out)
+        weight = self.weight.to(x.dtype)[self.degree[: x.shape[2]]]  # (K, Ci, Co)
         return torch.einsum("nck,kcd->ndk", x, weight)
 
 
@@ -40,8 +41,11 @@ class ElementWeights(torch.nn.Module):
         )
         self.register_buffer("degree", degree_of_components(l_max), persistent=False)
 
-    def forward(self, type_index: torch.Tensor, n_components: int) -> torch.Tensor:
-        return self.weight[type_index][:, :, self.degree[:n_components]]
+    def forward(
+        self, type_index: torch.Tensor, n_components: int, dtype: torch.dtype
+    ) -> torch.Tensor:
+        weight = self.weight.to(dtype)[type_index]
+        return weight[:, :, self.degree[:n_components]]
 
 
 class RadialNetwork(torch.nn.Module):
@@ -60,7 +64,13 @@ class RadialNetwork(torch.nn.Module):
         )
 
     def forward(self, basis: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
-        return self.network(basis) * envelope.unsqueeze(1)
+        # in the basis' precision, whatever the weights'
+        dtype = basis.dtype
+        first, second, last = self.network[0], self.network[2], self.network[4]
+        h = F.silu(F.linear(basis, first.weight.to(dtype), first.bias.to(dtype)))
+        h = F.silu(F.linear(h, second.weight.to(dtype), second.bias.to(dtype)))
+        h = F.linear(h, last.weight.to(dtype), last.bias.to(dtype))
+        return h * envelope.unsqueeze(1)
 
 
 class ElementDensity(torch.nn.Module):
@@ -99,7 +109,7 @@ class ElementDensity(torch.nn.Module):
             device=basis.device,
         )
         sums = sums.index_add(0, rows, pair).reshape(n_atoms, -1, n_components)
-        weight = self.weight[self.degree]  # (K, Z * n, C)
+        weight = self.weight.to(basis.dtype)[self.degree]  # (K, Z * n, C)
         density = torch.bmm(sums.permute(2, 0, 1), weight).permute(1, 2, 0)
         return density * normalization.reshape(-1, 1, 1)
 
@@ -202,14 +212,16 @@ class Products(torch.nn.Module):
         n, c = density.shape[0], density.shape[1]
         density_on_grid = self.couple.on_grid(density.reshape(n * c, k_max))
         product = density
-        result = self.first(type_index, k_out) * density[:, :, :k_out]
+        dtype = density.dtype
+        result = self.first(type_index, k_out, dtype) * density[:, :, :k_out]
         last = len(self.inner)
         for nu, (inner, outer) in enumerate(zip(self.inner, self.outer)):
             # the highest power is only needed up to l_out
             k_nu = k_out if nu == last - 1 else k_max
-            weighted = (inner(type_index, k_max) * product).reshape(n * c, k_max)
+            weighted = inner(type_index, k_max, dtype) * product
+            weighted = weighted.reshape(n * c, k_max)
             product = self.couple(weighted, density_on_grid, k_nu).reshape(n, c, k_nu)
-            result = result + outer(type_index, k_out) * product[:, :, :k_out]
+            result = result + outer(type_index, k_out, dtype) * product[:, :, :k_out]
         return result
 
 

@@ -70,7 +70,7 @@ class Readout(TargetHead):
 
 
 class AceMp(HeadsModel[ModelHypers]):
-    __checkpoint_version__ = 1
+    __checkpoint_version__ = 2
     __default_metadata__ = ModelMetadata(
         references={
             "architecture": [
@@ -99,6 +99,7 @@ class AceMp(HeadsModel[ModelHypers]):
         # the last layer keeps its l >= 1 features only when a head reads them
         last_l = hidden_l if equivariant else 0
         self.hidden_l = hidden_l
+        self.features_in_float32 = bool(hypers["features_in_float32"])
         self.cutoff = float(hypers["cutoff"])
         self.radial_count = hypers["num_radial"]
         self.type_index = TypeIndex(dataset_info.atomic_types)
@@ -150,6 +151,13 @@ class AceMp(HeadsModel[ModelHypers]):
         )
         self.outputs = declared_outputs(dataset_info, "ACE-MP")
 
+    @staticmethod
+    def upgrade_from_v1(checkpoint: dict) -> dict:
+        """Version 2 added ``features_in_float32``; version 1 models computed
+        every feature in the model's precision."""
+        checkpoint["model_hypers"]["features_in_float32"] = False
+        return checkpoint
+
     def scalar_features(
         self, types: torch.Tensor, centers, neighbors, vectors
     ) -> List[torch.Tensor]:
@@ -162,6 +170,8 @@ class AceMp(HeadsModel[ModelHypers]):
     ) -> List[torch.Tensor]:
         """The features ``(N, C, K)`` after each layer (``K = 1`` for the last
         layer of a model with scalar targets only)."""
+        if self.features_in_float32:
+            vectors = vectors.to(torch.float32)
         distances = torch.linalg.vector_norm(vectors, dim=1)
         envelope = polynomial_envelope(distances, self.cutoff)
         basis = self.radial(distances)
@@ -170,7 +180,7 @@ class AceMp(HeadsModel[ModelHypers]):
         # 1 / sqrt(1 + smooth neighbour count): densities stay O(1) in dense
         # and sparse systems alike, and vary smoothly as atoms cross the cutoff
         normalization = (1.0 + count.index_add(0, centers, envelope)).rsqrt()
-        x = self.embedding(types).unsqueeze(2)
+        x = self.embedding(types).to(vectors.dtype).unsqueeze(2)
         density = self.first_density(
             types[neighbors],
             harmonics,
@@ -209,9 +219,13 @@ class AceMp(HeadsModel[ModelHypers]):
         vectors ``(N, 3, C L)`` and its ``l = 2`` features ``(N, 5, C L)`` (none
         below ``hidden_l_max`` 2, and no equivariant features at all when no
         head reads them)."""
-        features = self.layer_features(
-            type_index, flat.centers, flat.neighbors, flat.vectors
-        )
+        dtype = flat.vectors.dtype
+        features = [
+            x.to(dtype)
+            for x in self.layer_features(
+                type_index, flat.centers, flat.neighbors, flat.vectors
+            )
+        ]
         h = torch.cat([x[:, :, 0] for x in features], dim=1)
         last_scalars = features[-1][:, :, 0]
         if len(self.cartesian_heads) + len(self.spherical_heads) == 0:
