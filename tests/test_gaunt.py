@@ -61,9 +61,7 @@ def test_sphere_grid_product_is_the_gaunt_contraction(l_max):
     y_on_grid = product.on_grid(y)
     for k_x in (1, k):
         for k_out in (1, 4, k):
-            expected = torch.einsum(
-                "kab,ra,rb->rk", gaunt[:k_out, :k_x], x[:, :k_x], y
-            )
+            expected = torch.einsum("kab,ra,rb->rk", gaunt[:k_out, :k_x], x[:, :k_x], y)
             actual = product(x[:, :k_x], y_on_grid, min(k_out, k))
             torch.testing.assert_close(actual, expected[:, : min(k_out, k)])
 
