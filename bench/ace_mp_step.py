@@ -40,18 +40,6 @@ CONFIGS = {
 }
 
 
-def load(path: str, count: int):
-    from atomtrain.data.dataset import read_dataset
-    from atomtrain.options.expand import expand_dataset
-    from atomtrain.options.schema import DatasetSection
-    from atomtrain.options.validation import validate
-
-    targets = {"energy": {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}}
-    section = expand_dataset({"systems": path, "targets": targets}, "bench")
-    structures, _ = read_dataset(validate(DatasetSection, section).model_dump(), {})
-    return list(structures)[:count]
-
-
 def time_config(structures, precision: int, overrides: dict, steps: int) -> dict:
     """Median and fastest training step (ms) of one configuration."""
     import torch
@@ -118,10 +106,11 @@ def main() -> None:
     import torch
 
     from atomtrain.cli import keep_freed_memory
+    from atomtrain.testing.fixtures import read_labelled
 
     torch.set_num_threads(1)
     keep_freed_memory()  # as the CLI does
-    structures = load(args.data, 100)
+    structures = read_labelled(args.data)[:100]
     before = loadavg()
     rows = {}
     header = ("configuration", "parameters", "median ms", "fastest ms")

@@ -59,21 +59,14 @@ def time_steps(dataset: str, steps: int, compiled: bool) -> dict:
         import_documentation,
     )
     from atomtrain.cli import keep_freed_memory
-    from atomtrain.data.dataset import read_dataset
     from atomtrain.data.info import DatasetInfo, TargetInfo
     from atomtrain.data.systems import compute_neighbors
-    from atomtrain.options.expand import expand_dataset
-    from atomtrain.options.schema import DatasetSection
-    from atomtrain.options.validation import validate
+    from atomtrain.testing.fixtures import read_labelled
     from atomtrain.training.evaluate import predict, references
 
     keep_freed_memory()  # as the CLI does
     spec = DATASETS[dataset]
-    section = expand_dataset(
-        {"systems": spec["path"], "targets": {"energy": {"key": "energy"}}}, "bench"
-    )
-    structures, _ = read_dataset(validate(DatasetSection, section).model_dump(), {})
-    structures = list(structures)[:80]
+    structures = read_labelled(spec["path"], forces=False)[:80]
     types = sorted({int(t) for s in structures for t in s.types})
     info = DatasetInfo(types, {"energy": TargetInfo("energy", gradients=[])})
     hypers = defaults_of(import_documentation("soap_bpnn").ModelHypers)
