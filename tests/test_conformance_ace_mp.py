@@ -8,18 +8,6 @@ class TestAceMp(ArchitectureTests):
     model_hypers = {"channels": 8, "l_max": 2, "radial_hidden": 8, "num_radial": 4}
 
 
-class TestAceMpBenchmarkRecipe(TestAceMp):
-    """The options of the accuracy benchmark: l = 2 features between layers,
-    weights on both factors of the products, element-dependent residuals."""
-
-    model_hypers = {
-        **TestAceMp.model_hypers,
-        "hidden_l_max": 2,
-        "weight_both_factors": True,
-        "element_residual": True,
-    }
-
-
 def _resolve(user):
     from atomtrain.architectures.hypers import resolve_hypers
     from atomtrain.architectures.registry import import_documentation

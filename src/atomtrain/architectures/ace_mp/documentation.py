@@ -70,16 +70,6 @@ class ModelHypers(TypedDict):
     correlation: Annotated[int, Field(ge=1, le=4)] = 3
     """Largest power of the neighbour density in the products (body order of a
     layer minus one)."""
-    weight_both_factors: bool = False
-    """Learn a weight per element, channel and ``l`` on the neighbour-density
-    factor of every product as well as on the other factor, so that a coupling
-    path ``(l1, l2) -> l`` is weighted ``w(l1) v(l2) u(l)`` instead of
-    ``w(l1) u(l)``: more of MACE's weight per path, for one more projection
-    onto the quadrature grid per product."""
-    element_residual: bool = False
-    """Map an atom's old features into its new ones with a weight matrix per
-    element (MACE's element-dependent self-connection) rather than one for all
-    elements."""
     num_layers: PositiveInt = 2
     """Number of message-passing layers (receptive field ``num_layers * cutoff``)."""
     features_in_float32: bool = False

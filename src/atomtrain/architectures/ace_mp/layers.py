@@ -9,8 +9,6 @@ atom's features. Products use Gaunt coefficients, so every feature keeps its
 natural parity and every scalar is invariant under rotations and reflections.
 """
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -28,33 +26,9 @@ class EquivariantLinear(torch.nn.Module):
         )
         self.register_buffer("degree", degree_of_components(l_max), persistent=False)
 
-    def forward(
-        self, x: torch.Tensor, type_index: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """``type_index`` is unused: the signature of :class:`ElementLinear`."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.to(x.dtype)[self.degree[: x.shape[2]]]  # (K, Ci, Co)
         return torch.einsum("nck,kcd->ndk", x, weight)
-
-
-class ElementLinear(torch.nn.Module):
-    """Channel mixing with one weight matrix per element of the atom and ``l``
-    (MACE's element-dependent self-connection)."""
-
-    def __init__(self, n_types: int, channels_in: int, channels_out: int, l_max: int):
-        super().__init__()
-        self.weight = torch.nn.Parameter(
-            torch.randn(n_types, l_max + 1, channels_in, channels_out)
-            / channels_in**0.5
-        )
-        self.register_buffer("degree", degree_of_components(l_max), persistent=False)
-
-    def forward(
-        self, x: torch.Tensor, type_index: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        assert type_index is not None
-        weight = self.weight.to(x.dtype)[:, self.degree[: x.shape[2]]]  # T K Ci Co
-        every = torch.einsum("nck,tkcd->ntdk", x, weight)
-        return every[torch.arange(x.shape[0], device=x.device), type_index]
 
 
 class ElementWeights(torch.nn.Module):
@@ -214,20 +188,10 @@ class Density(torch.nn.Module):
 class Products(torch.nn.Module):
     """Higher body order: ``P_1 = A``, ``P_nu = (w_nu * P_{nu-1}) (x) A``, and the
     output ``sum_nu u_nu * P_nu`` up to ``l_out``, with weights ``w`` and ``u``
-    per element, channel and ``l`` (as MACE's element-dependent contraction).
-    With ``weight_both_factors`` the density factor gets such weights too,
-    ``P_nu = (w_nu * P_{nu-1}) (x) (v_nu * A)``: a coupling path
-    ``(l1, l2) -> l`` is then weighted ``w(l1) v(l2) u(l)`` rather than
-    ``w(l1) u(l)``, closer to MACE's weight per path."""
+    per element, channel and ``l`` (as MACE's element-dependent contraction)."""
 
     def __init__(
-        self,
-        channels: int,
-        l_max: int,
-        l_out: int,
-        correlation: int,
-        n_types: int,
-        weight_both_factors: bool = False,
+        self, channels: int, l_max: int, l_out: int, correlation: int, n_types: int
     ):
         super().__init__()
         self.l_max, self.l_out, self.correlation = l_max, l_out, correlation
@@ -242,18 +206,12 @@ class Products(torch.nn.Module):
                 for nu in range(correlation - 1)
             ]
         )
-        factors = correlation - 1 if weight_both_factors else 0
-        self.factor = torch.nn.ModuleList(
-            [ElementWeights(n_types, channels, l_max) for _ in range(factors)]
-        )
 
     def forward(self, density: torch.Tensor, type_index: torch.Tensor) -> torch.Tensor:
         k_out = (self.l_out + 1) * (self.l_out + 1)
         k_max = (self.l_max + 1) * (self.l_max + 1)
         n, c = density.shape[0], density.shape[1]
-        shared_on_grid = density.new_zeros(0)
-        if len(self.factor) == 0:
-            shared_on_grid = self.couple.on_grid(density.reshape(n * c, k_max))
+        density_on_grid = self.couple.on_grid(density.reshape(n * c, k_max))
         product = density
         dtype = density.dtype
         result = self.first(type_index, k_out, dtype) * density[:, :, :k_out]
@@ -263,12 +221,6 @@ class Products(torch.nn.Module):
             k_nu = k_out if nu == last - 1 else k_max
             weighted = inner(type_index, k_max, dtype) * product
             weighted = weighted.reshape(n * c, k_max)
-            density_on_grid = shared_on_grid
-            # TorchScript cannot index a ModuleList with a variable
-            for k, factor in enumerate(self.factor):
-                if k == nu:
-                    factored = factor(type_index, k_max, dtype) * density
-                    density_on_grid = self.couple.on_grid(factored.reshape(n * c, -1))
             product = self.couple(weighted, density_on_grid, k_nu).reshape(n, c, k_nu)
             result = result + outer(type_index, k_out, dtype) * product[:, :, :k_out]
         return result
@@ -287,22 +239,13 @@ class Update(torch.nn.Module):
         l_out: int,
         correlation: int,
         n_types: int,
-        weight_both_factors: bool = False,
-        element_residual: bool = False,
     ):
         super().__init__()
         self.l_in, self.l_out = l_in, l_out
         self.mix = EquivariantLinear(channels, channels, l_max)
-        self.products = Products(
-            channels, l_max, l_out, correlation, n_types, weight_both_factors
-        )
+        self.products = Products(channels, l_max, l_out, correlation, n_types)
         self.output = EquivariantLinear(channels, channels, l_out)
-        l_keep = min(l_in, l_out)
-        self.residual = (
-            ElementLinear(n_types, channels, channels, l_keep)
-            if element_residual
-            else EquivariantLinear(channels, channels, l_keep)
-        )
+        self.residual = EquivariantLinear(channels, channels, min(l_in, l_out))
 
     def forward(
         self, density: torch.Tensor, x: torch.Tensor, type_index: torch.Tensor
@@ -310,7 +253,7 @@ class Update(torch.nn.Module):
         new = self.output(self.products(self.mix(density), type_index))
         keep = min(self.l_in, self.l_out) + 1
         k_keep = keep * keep
-        kept = self.residual(x[:, :, :k_keep], type_index)
+        kept = self.residual(x[:, :, :k_keep])
         if k_keep == new.shape[2]:
             return new + kept
         padding = torch.zeros(

@@ -70,7 +70,7 @@ class Readout(TargetHead):
 
 
 class AceMp(HeadsModel[ModelHypers]):
-    __checkpoint_version__ = 3
+    __checkpoint_version__ = 2
     __default_metadata__ = ModelMetadata(
         references={
             "architecture": [
@@ -123,8 +123,6 @@ class AceMp(HeadsModel[ModelHypers]):
                     hidden_l if t < n_layers - 1 else last_l,
                     correlation,
                     n_types,
-                    bool(hypers["weight_both_factors"]),
-                    bool(hypers["element_residual"]),
                 )
                 for t in range(n_layers)
             ]
@@ -158,14 +156,6 @@ class AceMp(HeadsModel[ModelHypers]):
         """Version 2 added ``features_in_float32``; version 1 models computed
         every feature in the model's precision."""
         checkpoint["model_hypers"]["features_in_float32"] = False
-        return checkpoint
-
-    @staticmethod
-    def upgrade_from_v2(checkpoint: dict) -> dict:
-        """Version 3 added ``weight_both_factors`` and ``element_residual``;
-        version 2 models had neither."""
-        checkpoint["model_hypers"]["weight_both_factors"] = False
-        checkpoint["model_hypers"]["element_residual"] = False
         return checkpoint
 
     def scalar_features(
@@ -270,7 +260,6 @@ class AceMp(HeadsModel[ModelHypers]):
                     key == "embedding.weight"
                     or key.endswith("baseline.composition")
                     or ".products." in key
-                    or (key.endswith(".residual.weight") and value.dim() == 4)
                 )
                 if per_element and value.shape[0] == n_types:
                     new_state[key][position] = value
