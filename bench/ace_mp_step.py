@@ -11,7 +11,8 @@ its backward to the weights (the double backward of force training) and an
 Adam step, on one thread. After 3 warm-up steps, prints the median and the
 fastest of ``--steps`` steps for each configuration of ``CONFIGS`` (the
 ``medium`` preset, float64 or float32, with l = 1 or l = 2 features between
-layers, and ``features_in_float32``), and writes them with the environment
+layers, and ``features_in_float32``; ``benchmark``: the model options of
+``bench/accuracy/rmd17-ethanol.yaml``), and writes them with the environment
 to ``bench/results/ace_mp_step.json``. Timings are only comparable on an
 otherwise idle machine: the load average is recorded.
 """
@@ -38,6 +39,16 @@ CONFIGS = {
     "l2-f32": (32, {"hidden_l_max": 2}),
     "l2-features-f32": (64, {"hidden_l_max": 2, "features_in_float32": True}),
 }
+BENCHMARK_OPTIONS = os.path.join(HERE, "accuracy", "rmd17-ethanol.yaml")
+
+
+def benchmark_config() -> tuple:
+    """The precision and model hypers of the accuracy benchmark's options."""
+    import yaml
+
+    with open(BENCHMARK_OPTIONS) as file:
+        options = yaml.safe_load(file)
+    return options.get("base_precision", 32), options["architecture"]["model"]
 
 
 def time_config(structures, precision: int, overrides: dict, steps: int) -> dict:
@@ -96,13 +107,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=[*CONFIGS, "benchmark"])
     parser.add_argument("--data", default=ETHANOL)
     parser.add_argument("--output", default=os.path.join(RESULTS, "ace_mp_step.json"))
     args = parser.parse_args()
-    unknown = sorted(set(args.configs) - set(CONFIGS))
+    configs = {**CONFIGS, "benchmark": benchmark_config()}
+    unknown = sorted(set(args.configs) - set(configs))
     if unknown:
-        sys.exit(f"unknown configurations {unknown}; choose from {sorted(CONFIGS)}")
+        sys.exit(f"unknown configurations {unknown}; choose from {sorted(configs)}")
     import torch
 
     from atomtrain.cli import keep_freed_memory
@@ -114,14 +126,14 @@ def main() -> None:
     before = loadavg()
     rows = {}
     header = ("configuration", "parameters", "median ms", "fastest ms")
-    print("{:<18} {:>10} {:>10} {:>11}".format(*header))
+    print("{:<22} {:>10} {:>10} {:>11}".format(*header))
     for name in args.configs:
-        precision, overrides = CONFIGS[name]
+        precision, overrides = configs[name]
         row = time_config(structures, precision, overrides, args.steps)
         row.update(precision=precision, hypers=overrides)
         rows[name] = row
         print(
-            f"{name:<18} {row['parameters']:>10,} {row['median_step_ms']:>10} "
+            f"{name:<22} {row['parameters']:>10,} {row['median_step_ms']:>10} "
             f"{row['min_step_ms']:>11}",
             flush=True,
         )

@@ -25,7 +25,7 @@ acetylacetone). For benchmark accuracy train in float64 (``base_precision:
 64``) with ``features_in_float32: true`` (float32 message passing, float64
 energies: 1.5 times faster), ``hidden_l_max: 2``, a large force weight and a
 final stage with more weight on energies (``bench/accuracy/`` holds the
-options used there).
+options used there, and the benchmarks page what each was measured to change).
 
 Ideas from MACE (Batatia et al., NeurIPS 2022), ACE (Drautz 2019) and the
 Gaunt tensor product (Luo et al., ICLR 2024), in an implementation of our own.
