@@ -66,7 +66,7 @@ def time_steps(dataset: str, steps: int, compiled: bool) -> dict:
 
     keep_freed_memory()  # as the CLI does
     spec = DATASETS[dataset]
-    structures = read_labelled(spec["path"], forces=False)[:80]
+    structures = read_labelled(spec["path"])[:80]
     types = sorted({int(t) for s in structures for t in s.types})
     info = DatasetInfo(types, {"energy": TargetInfo("energy", gradients=[])})
     hypers = defaults_of(import_documentation("soap_bpnn").ModelHypers)

@@ -49,18 +49,16 @@ def read_bundled(name: str) -> List[Structure]:
     return read_labelled(os.path.join(DATA, f"{name}.xyz"))
 
 
-def read_labelled(path: str, forces: bool = True) -> List[Structure]:
-    """The structures of an extended XYZ file with their ``energy`` (eV) and,
-    with ``forces``, their ``forces``, read as ``atomtrain train`` reads them
-    (for tests and benchmarks)."""
+def read_labelled(path: str) -> List[Structure]:
+    """The structures of an extended XYZ file with their ``energy`` (eV) and
+    ``forces``, read as ``atomtrain train`` reads them (for tests and
+    benchmarks)."""
     from atomtrain.data.dataset import read_dataset
     from atomtrain.options.expand import expand_dataset
     from atomtrain.options.schema import DatasetSection
     from atomtrain.options.validation import validate
 
-    energy = {"key": "energy", "unit": "eV"}
-    if forces:
-        energy["forces"] = {"key": "forces"}
+    energy = {"key": "energy", "unit": "eV", "forces": {"key": "forces"}}
     name = os.path.splitext(os.path.basename(path))[0]
     section = expand_dataset({"systems": path, "targets": {"energy": energy}}, name)
     section = validate(DatasetSection, section).model_dump()
