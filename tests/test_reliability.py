@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import math
 import os
 import signal
 import subprocess
@@ -97,6 +98,57 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path, monkeypatch, caplog):
     )
     assert main(["train", "options.yaml", "-o",
                  "architecture.training.max_nonfinite_steps=3"]) == 1  # fmt: skip
+
+
+def _train_with_a_changed_step(folder, monkeypatch, change, overrides=()):
+    """Train ``prepare``'s run (6 epochs of 5 steps) in ``folder`` with the
+    loss of the 24th training step multiplied by ``change``."""
+    from atomtrain.cli import main
+    from atomtrain.training import loop
+
+    prepare(folder, epochs=6)
+    monkeypatch.chdir(folder)
+    original = loop.Batchwise.loss
+    calls = {"n": 0}
+
+    def changed(self, batch, training):
+        loss, errors = original(self, batch, training)
+        if training:
+            calls["n"] += 1
+            if calls["n"] == 24:
+                loss = loss * change
+        return loss, errors
+
+    monkeypatch.setattr(loop.Batchwise, "loss", changed)
+    assert main(["train", "options.yaml", *overrides]) == 0
+    (run,) = glob.glob(f"{folder}/outputs/*/*/train.csv")
+    with open(run) as file:
+        losses = [float(row["train loss"]) for row in csv.DictReader(file)]
+    return final_checkpoint(folder), losses
+
+
+def test_loss_spikes_are_skipped_like_nonfinite_steps(tmp_path, monkeypatch, caplog):
+    """A step whose loss is a million times the others is left out exactly as a
+    NaN step is (same final weights); with the guard off it is applied."""
+    spiked, losses = _train_with_a_changed_step(
+        str(tmp_path / "spike"), monkeypatch, 1e6
+    )
+    assert caplog.text.count("skipped a step whose loss") == 1
+    assert "loss_spike_factor = 1000" in caplog.text
+    assert "ethanol.xyz:" in caplog.text  # names the structures of the batch
+    assert losses[4] < 10 * losses[3]  # the epoch's loss leaves the spike out
+    skipped_as_nan, _ = _train_with_a_changed_step(
+        str(tmp_path / "nan"), monkeypatch, math.nan
+    )
+    assert same_weights(spiked, skipped_as_nan)
+    applied, losses = _train_with_a_changed_step(
+        str(tmp_path / "off"),
+        monkeypatch,
+        1e6,
+        ["-o", "architecture.training.loss_spike_factor=0"],
+    )
+    assert losses[4] > 1e3 * losses[3]
+    assert not same_weights(spiked, applied)
 
 
 def test_missing_labels_are_masked_and_counted(tmp_path, monkeypatch, caplog):

@@ -108,6 +108,12 @@ class TrainingHypers(TypedDict):
     max_nonfinite_steps: NonNegativeInt = 10
     """Steps whose loss or gradients are NaN/Inf are skipped with a warning;
     training stops with an error after this many of them."""
+    loss_spike_factor: NonNegativeFloat = 1000.0
+    """A step whose batch loss exceeds this many times the running mean of the
+    recent ones is skipped with a warning naming its structures, so that a
+    model which blows up on one batch keeps its weights and optimiser state
+    (an applied spike moves every weight and inflates Adam's second moments).
+    0 applies every step."""
     stop_signals: list[str] = ["SIGTERM", "SIGINT", "SIGUSR1"]
     """Signals that make training finish its step, write ``restart.ckpt`` and exit
     (SIGUSR1 is what SLURM sends with ``--signal=USR1@120`` before its time-out)."""

@@ -41,6 +41,7 @@ from atomtrain.training.metrics import Metrics
 from atomtrain.training.observers import Observers
 from atomtrain.training.schedule import LearningRate
 from atomtrain.training.signals import StopRequests
+from atomtrain.training.spikes import SpikeGuard
 
 
 RESTART_CHECKPOINT = "restart.ckpt"
@@ -181,6 +182,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.schedule: LearningRate | None = None
         self.shuffle_seed: int | None = None
         self.nonfinite_steps = 0
+        self.spikes = SpikeGuard(hypers.get("loss_spike_factor", 0.0))
         self.ema: WeightAverage | None = None
         self.ema_state: Dict[str, torch.Tensor] | None = None  # restored on restart
         self.epochs_without_improvement = 0
@@ -227,7 +229,10 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     self._log_time_stop(elapsed)  # a restart of a spent budget
                     break
                 model.train()
-                steps.loss_options = loss_in_force(hypers, epoch, self.stage_two)
+                loss_options = loss_in_force(hypers, epoch, self.stage_two)
+                if loss_options != steps.loss_options:
+                    self.spikes.reset()  # other weights, other loss level
+                steps.loss_options = loss_options
                 batches = world.shard(
                     _batches(
                         sizes,
@@ -285,6 +290,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             return
         self.stage_two = True
         steps.loss_options = loss_in_force(self.hypers, epoch, True)
+        self.spikes.reset()
         self.best_loss = math.inf
         self.epochs_without_improvement = 0
         logger.info(
@@ -347,7 +353,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                 }
         if self.schedule.stage_two_start is not None:
             loss_in_force(hypers, 0, True)  # names no unknown target: fail now
-        loss = hypers.get("loss", {})
+        # the loss in force where training resumes: a restart keeps the spike
+        # guard's running mean unless the loss changes there
+        loss = loss_in_force(hypers, self.epoch, self.stage_two)
         return Batchwise(model, requests, dtype, device, scales, loss, world)
 
     def _freeze_for_finetuning(self, model: ModelInterface) -> None:
@@ -383,13 +391,15 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         return math.ceil(n_batches / world.size)
 
     def _step(self, steps: Batchwise, batch: List[Structure]) -> None:
-        """One optimiser step; non-finite losses or gradients skip it."""
+        """One optimiser step; non-finite losses or gradients and loss spikes
+        skip it."""
         model, hypers = steps.model, self.hypers
         self.schedule.apply(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         result = steps.evaluate(batch, training=True)
         finite = math.isfinite(result.value)
-        if finite:
+        spike = finite and self.spikes.is_spike(result.value)
+        if finite and not spike:
             if result.loss is not None:
                 # only the weights: the leaves of positions and strains also
                 # require gradients, and their second derivatives (half of the
@@ -402,7 +412,9 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                 hypers["grad_clip_norm"] if hypers["grad_clip_norm"] > 0 else math.inf,
             )
             finite = bool(torch.isfinite(norm))
-        if finite:
+        if spike:
+            self._skip_spike(batch, result.value)
+        elif finite:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(model)
@@ -414,6 +426,16 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         self.schedule.step(self.clock.agreed(steps.world))
         self.progress.step += 1
         self.observers.step_done(result.value)
+
+    def _skip_spike(self, batch: List[Structure], value: float) -> None:
+        sources = ", ".join(s.source or "?" for s in batch)
+        logger.warning(
+            f"warning: skipped a step whose loss {value:.4g} is "
+            f"{value / self.spikes.mean:.3g} times the recent mean "
+            f"{self.spikes.mean:.4g} (a loss spike: more than "
+            f"architecture.training.loss_spike_factor = {self.spikes.factor:g} "
+            f"times; {self.spikes.skipped} skipped so far); structures: {sources}"
+        )
 
     def _skip_nonfinite(self, batch: List[Structure]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -541,6 +563,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             "best_model_state_dict": self.best_state,
             "shuffle_seed": self.shuffle_seed,
             "nonfinite_steps": self.nonfinite_steps,
+            "spike_guard": self.spikes.state_dict(),
             "ema_state_dict": self.ema.average if self.ema is not None else None,
             "epochs_without_improvement": self.epochs_without_improvement,
             "elapsed_time": (
@@ -577,6 +600,8 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             trainer.best_state = checkpoint["best_model_state_dict"]
             trainer.shuffle_seed = checkpoint["shuffle_seed"]
             trainer.nonfinite_steps = checkpoint.get("nonfinite_steps", 0)
+            if checkpoint.get("spike_guard"):
+                trainer.spikes.load_state_dict(checkpoint["spike_guard"])
             trainer.ema_state = checkpoint.get("ema_state_dict")
             if checkpoint.get("lora_state_dict"):
                 trainer.lora_state = checkpoint["lora_state_dict"]["model"]
