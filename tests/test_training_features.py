@@ -96,15 +96,15 @@ def test_best_model_metric(run, capsys):
 
 
 def test_batches_bounded_in_atoms():
-    from atomtrain.training.loop import _batches
+    from atomtrain.training.batches import batches_of
 
     sizes = [9, 192, 9, 9, 30, 9, 250, 4]
-    batches = _batches(sizes, 2, seed=3, max_atoms=40)
+    batches = batches_of(sizes, 2, seed=3, max_atoms=40)
     assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
     for batch in batches:  # bounded, except a structure larger than the bound
         assert sum(sizes[i] for i in batch) <= 40 or len(batch) == 1
-    assert batches == _batches(sizes, 2, seed=3, max_atoms=40)  # reproducible
-    assert [len(b) for b in _batches(sizes, 3, None)] == [3, 3, 2]
+    assert batches == batches_of(sizes, 2, seed=3, max_atoms=40)  # reproducible
+    assert [len(b) for b in batches_of(sizes, 3, None)] == [3, 3, 2]
 
 
 def test_training_with_atom_bounded_batches_restarts_exactly(run):

@@ -12,7 +12,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
 import torch
@@ -28,6 +28,7 @@ from atomtrain.errors import UserError
 from atomtrain.nn.baseline import TargetBaseline
 from atomtrain.training import distributed, lora
 from atomtrain.training.baseline_fit import fit_baselines
+from atomtrain.training.batches import EpochProgress, batches_of
 from atomtrain.training.budget import Clock
 from atomtrain.training.checkpoints import atomic_save
 from atomtrain.training.distributed import StepResult, World
@@ -57,53 +58,6 @@ class TrainingStopped(Exception):
             f"command plus '--restart {path}' (or '--restart auto')."
         )
         self.path = path
-
-
-def _batches(
-    sizes: Sequence[int], batch_size: int, seed: int | None, max_atoms: int = 0
-) -> List[List[int]]:
-    """Batches of structure indices, shuffled with ``seed``; ``max_atoms`` > 0
-    bounds the atoms of a batch instead of counting structures."""
-    n = len(sizes)
-    order = list(range(n))
-    if seed is not None:
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n, generator=generator).tolist()
-    if max_atoms <= 0:
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    batches: List[List[int]] = []
-    current: List[int] = []
-    atoms = 0
-    for index in order:
-        if current and atoms + sizes[index] > max_atoms:
-            batches.append(current)
-            current, atoms = [], 0
-        current.append(index)
-        atoms += sizes[index]
-    return batches + ([current] if current else [])
-
-
-@dataclass
-class EpochProgress:
-    """What the current epoch has done so far (saved for mid-epoch resumes)."""
-
-    step: int = 0
-    loss_sum: float = 0.0
-    count: int = 0
-    metric_sums: Dict[tuple, list] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "loss_sum": self.loss_sum,
-            "count": self.count,
-            "metric_sums": [[*k, *v] for k, v in self.metric_sums.items()],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EpochProgress:
-        sums = {(r[0], r[1]): list(r[2:]) for r in data["metric_sums"]}
-        return cls(data["step"], data["loss_sum"], data["count"], sums)
 
 
 @dataclass
@@ -234,7 +188,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
                     self.spikes.reset()  # other weights, other loss level
                 steps.loss_options = loss_options
                 batches = world.shard(
-                    _batches(
+                    batches_of(
                         sizes,
                         hypers["batch_size"],
                         self.shuffle_seed + epoch,
@@ -385,7 +339,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
         max_atoms = self.hypers.get("max_atoms_per_batch", 0)
         if max_atoms > 0:  # the first epoch's count: later ones differ by little
             sizes = sizes_of(train)
-            n_batches = len(_batches(sizes, 1, self.shuffle_seed, max_atoms))
+            n_batches = len(batches_of(sizes, 1, self.shuffle_seed, max_atoms))
         else:
             n_batches = math.ceil(len(train) / self.hypers["batch_size"])
         return math.ceil(n_batches / world.size)
@@ -472,7 +426,7 @@ class StandardTrainer(TrainerInterface[TrainingHypers]):
             val_loss_sum = 0.0
             max_atoms = hypers.get("max_atoms_per_batch", 0)
             val_batches = steps.world.shard(
-                _batches(sizes_of(val), hypers["batch_size"], None, max_atoms)
+                batches_of(sizes_of(val), hypers["batch_size"], None, max_atoms)
             )
             self.observers.validation_started(len(val_batches))
             for batch in loading.batches(val, val_batches, steps.requests):
