@@ -27,6 +27,7 @@ def test_no_spike_while_warming_up_nor_when_disabled():
     disabled = warmed(factor=0.0)
     assert not disabled.is_spike(1e12)
     assert not warmed().is_spike(math.nan)  # the non-finite check handles these
+    assert not warmed(value=0.0).is_spike(1e-6)  # no scale after a perfect fit
 
 
 def test_falling_losses_are_never_spikes():

@@ -39,7 +39,8 @@ class SpikeGuard:
         """Whether to skip the step of ``value``; records it otherwise."""
         if self.factor <= 0 or not math.isfinite(value):
             return False
-        if self.seen >= self.warmup and value > self.factor * self.mean:
+        # a mean of zero (a perfect fit) has no scale to judge a spike by
+        if self.seen >= self.warmup and 0 < self.factor * self.mean < value:
             self.in_a_row += 1
             if self.in_a_row <= self.patience:
                 self.skipped += 1
