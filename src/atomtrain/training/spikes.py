@@ -21,9 +21,11 @@ class SpikeGuard:
     running mean of the accepted losses (``factor`` 0 never tells).
 
     The first ``warmup`` losses after a reset only build the mean. After
-    ``patience`` spikes in a row the level has changed for good (new loss
-    weights, a restart with other data): the guard accepts the loss and
-    starts its mean again from it, so training cannot stall."""
+    ``patience`` spikes in a row the guard takes the level as changed for
+    good (a restart with other data, say), accepts the loss and starts its
+    mean again from it, so training cannot stall. A burst from a model that
+    blows up on many batches at once is then applied too: the guard only
+    removes isolated spikes (docs/benchmarks.md)."""
 
     def __init__(
         self, factor: float, decay: float = 0.98, warmup: int = 20, patience: int = 5
